@@ -35,9 +35,9 @@ def versions() -> dict[str, str]:
     import autoprune
 
     return {
-        "autoprune": autoprune.__version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "autoprune": str(autoprune.__version__),
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
     }
 
 
@@ -59,10 +59,12 @@ def load_torch_file(path: str | os.PathLike, what: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AutopruneError(
-            f"{what} {str(path)!r} is corrupt or not a torch file: {first}"
-        ) from None
+        detail = (
+            "it holds pickled objects, which autoprune never loads"
+            if "Unsupported global" in str(exc)
+            else type(exc).__name__
+        )
+        raise AutopruneError(f"{what} {str(path)!r} is corrupt or not a torch file ({detail})") from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -84,9 +86,7 @@ def load_model(path: str | os.PathLike, arch: str | None = None) -> tuple[nn.Mod
     if arch is not None and arch != ckpt.arch:
         raise AutopruneError(f"checkpoint {str(path)!r} holds a {ckpt.arch}, not a {arch}")
     meta = ckpt.meta
-    model = create_model(
-        ckpt.arch, meta["num_classes"], meta["input_size"], **meta.get("model_kwargs", {})
-    )
+    model = create_model(ckpt.arch, meta["num_classes"], meta["input_size"], **meta.get("model_kwargs", {}))
     try:
         model.load_state_dict(ckpt.state_dict)
     except RuntimeError as exc:

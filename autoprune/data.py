@@ -92,9 +92,7 @@ def _carve(n: int, search_size: int | None, seed: int) -> tuple[list[int], list[
     if search_size is None:
         search_size = min(max(n // 10, 300), n * 3 // 10)
     if not 0 < search_size < n:
-        raise AutopruneError(
-            f"search split of {search_size} images impossible from {n} training images"
-        )
+        raise AutopruneError(f"search split of {search_size} images impossible from {n} training images")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     return sorted(perm[:search_size]), sorted(perm[search_size:])
 
@@ -266,9 +264,7 @@ def _image_folder(root: Path, size: int, name: str):
     train_t = v2.Compose(
         [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()] + base + norm
     )
-    plain_t = v2.Compose(
-        [v2.Resize(int(size * 8 / 7), antialias=True), v2.CenterCrop(size)] + base + norm
-    )
+    plain_t = v2.Compose([v2.Resize(int(size * 8 / 7), antialias=True), v2.CenterCrop(size)] + base + norm)
     train = torchvision.datasets.ImageFolder(str(train_dir), transform=train_t)
     plain = torchvision.datasets.ImageFolder(str(train_dir), transform=plain_t)
     test = torchvision.datasets.ImageFolder(str(val_dir), transform=plain_t)

@@ -31,9 +31,7 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
 
         return best_cuda_device()
     if not torch.cuda.is_available():
-        raise AutopruneError(
-            f"device {spec!r} requested but CUDA is not available here; use --device cpu"
-        )
+        raise AutopruneError(f"device {spec!r} requested but CUDA is not available here; use --device cpu")
     index = int(spec.split(":")[1]) if ":" in spec else 0
     if index >= torch.cuda.device_count():
         raise AutopruneError(

@@ -37,9 +37,7 @@ class TrainConfig:
 
 
 @torch.inference_mode()
-def evaluate(
-    model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu"
-) -> Evaluation:
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu") -> Evaluation:
     """Top-1 accuracy and mean cross-entropy of ``model`` (in eval mode) over ``loader``."""
     was_training = model.training
     model.eval()
@@ -68,9 +66,7 @@ def train(
     model.to(device).train()
     if teacher is not None:
         teacher.to(device).eval()
-    loader = make_loader(
-        splits.train, config.batch_size, shuffle=True, seed=config.seed, drop_last=True
-    )
+    loader = make_loader(splits.train, config.batch_size, shuffle=True, seed=config.seed, drop_last=True)
     steps_per_epoch = max(len(loader), 1)
     total_steps = config.epochs * steps_per_epoch
     warmup = int(config.warmup_epochs * steps_per_epoch) if config.epochs > 1 else 0
@@ -118,9 +114,7 @@ def train(
     return model
 
 
-def _distillation_loss(
-    logits: torch.Tensor, teacher: nn.Module, x: torch.Tensor, t: float
-) -> torch.Tensor:
+def _distillation_loss(logits: torch.Tensor, teacher: nn.Module, x: torch.Tensor, t: float) -> torch.Tensor:
     with torch.no_grad():
         target = F.softmax(teacher(x) / t, dim=1)
     return F.kl_div(F.log_softmax(logits / t, dim=1), target, reduction="batchmean") * t * t

@@ -108,9 +108,7 @@ def _create_user_model(name: str, num_classes: int, input_size: int, kwargs: dic
             call_kwargs[key] = value
     model = builder(**call_kwargs)
     if not isinstance(model, nn.Module):
-        raise AutopruneError(
-            f"model builder {name!r} returned {type(model).__name__}, not nn.Module"
-        )
+        raise AutopruneError(f"model builder {name!r} returned {type(model).__name__}, not nn.Module")
     return model
 
 

@@ -1,0 +1,46 @@
+"""The ``autoprune`` command line: parse, call the library, print.
+
+Each command lives in a module of this package and is registered below.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+import autoprune
+from autoprune.cli import dense
+from autoprune.cli.console import stderr
+from autoprune.errors import AutopruneError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(autoprune.__version__, prog_name="autoprune")
+def cli() -> None:
+    """Find how many channels each layer of a trained CNN should keep under a budget,
+    and build the physically smaller network."""
+
+
+for command in (dense.models, dense.train, dense.inspect):
+    cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        code = cli.main(args=argv, prog_name="autoprune", standalone_mode=False)
+    except AutopruneError as exc:
+        stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        stderr.print(f"[red]error:[/red] {exc.format_message()}{hint}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        stderr.print(f"[red]error:[/red] {exc.format_message()}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.Abort):
+        stderr.print("interrupted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
