@@ -10,7 +10,7 @@ import sys
 import click
 
 import autoprune
-from autoprune.cli import dense
+from autoprune.cli import apply, dense, search
 from autoprune.cli.console import stderr
 from autoprune.errors import AutopruneError
 
@@ -22,7 +22,15 @@ def cli() -> None:
     and build the physically smaller network."""
 
 
-for command in (dense.models, dense.train, dense.inspect):
+for command in (
+    dense.models,
+    dense.train,
+    dense.inspect,
+    search.search,
+    search.worker,
+    apply.apply,
+    search.dashboard,
+):
     cli.add_command(command)
 
 

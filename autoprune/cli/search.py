@@ -1,0 +1,238 @@
+"""Commands about the search: `search`, `worker`, `dashboard`."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from autoprune.cli.console import RichReporter, stderr, stdout
+from autoprune.cli.options import data_options, device_option
+from autoprune.search.choices import CRITERIA, PRIORS, PROXIES, PRUNERS, SAMPLERS, SENSITIVITY_METHODS, SPACES
+
+
+@contextmanager
+def graceful_interrupt():
+    """First Ctrl-C: finish the current trial, then stop. Second Ctrl-C: abort now."""
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if stop.is_set():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        stop.set()
+        stderr.print("\nstopping after the current trial (Ctrl-C again to abort it)")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _print_result(result) -> None:
+    if result.interrupted:
+        stdout.print(
+            f"stopped early after {result.trials_done} trial(s); the study and outputs are consistent"
+        )
+    best = result.best
+    if best is None:
+        stdout.print(f"no completed trial yet in study {result.study_name!r}")
+        return
+    attrs = best.user_attrs
+    stdout.print(
+        f"best trial #{best.number}: proxy accuracy {best.values[0]:.2%}, "
+        f"FLOPs {attrs['flops_ratio']:.3f} / params {attrs['params_ratio']:.3f} of dense"
+    )
+    stdout.print(f"outputs in {result.run_dir}/ (best_trial.json, trials.csv, summary.png)")
+    stdout.print(f"next: autoprune apply {result.run_dir / 'best_trial.json'} --out pruned.pt")
+    stdout.print(f"watch: autoprune dashboard {result.run_dir}")
+
+
+@click.command()
+@click.option("--arch", required=True, help="Model name (see `autoprune models`).")
+@click.option(
+    "--flops", type=float, default=None, help="FLOPs budget as a fraction of the dense model, 0 < x <= 1."
+)
+@click.option(
+    "--params", type=float, default=None, help="Params budget as a fraction of the dense model, 0 < x <= 1."
+)
+@data_options
+@click.option("--input-size", type=click.IntRange(8), default=None, help="Image side (dataset default).")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Dense checkpoint (default: train one first).",
+)
+@click.option(
+    "--dense-epochs",
+    type=click.IntRange(1),
+    default=30,
+    show_default=True,
+    help="Epochs when the dense model is trained first.",
+)
+@click.option(
+    "--sensitivity",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="sens.json from `autoprune sensitivity --unit group`.",
+)
+@click.option(
+    "--sensitivity-method",
+    type=click.Choice(SENSITIVITY_METHODS),
+    default="sr-init",
+    show_default=True,
+    help="Computed on the fly when no --sensitivity file is given.",
+)
+@click.option(
+    "--prior",
+    type=click.Choice(PRIORS),
+    default="sensitivity",
+    show_default=True,
+    help="Prior keep ratios: from sensitivity, or uniform.",
+)
+@click.option(
+    "--space",
+    type=click.Choice(SPACES),
+    default="group",
+    show_default=True,
+    help="Per-group or per-stage multipliers.",
+)
+@click.option(
+    "--sampler",
+    type=click.Choice(SAMPLERS),
+    default="tpe",
+    show_default=True,
+    help="nsga2 searches a Pareto front of accuracy vs FLOPs.",
+)
+@click.option(
+    "--pruner",
+    type=click.Choice(PRUNERS),
+    default="wilcoxon",
+    show_default=True,
+    help="Stops weak trials early.",
+)
+@click.option("--proxy", type=click.Choice(PROXIES), default="recal", show_default=True)
+@click.option(
+    "--criterion",
+    type=click.Choice(CRITERIA),
+    default="l1",
+    show_default=True,
+    help="Which channels a candidate keeps.",
+)
+@click.option(
+    "--trials", type=click.IntRange(1), default=100, show_default=True, help="Trials this process runs."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Stop starting trials after this many seconds.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Makes a single-worker run reproducible."
+)
+@click.option(
+    "--study",
+    default=None,
+    help="Study name; an existing one is resumed (default: from arch, dataset, budget).",
+)
+@click.option(
+    "--storage",
+    default=None,
+    help="sqlite:///F, postgresql://..., redis://... (default: a journal file in the run folder).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run folder (default runs/<study>).",
+)
+@click.option(
+    "--recal-batches",
+    type=click.IntRange(1),
+    default=8,
+    show_default=True,
+    help="Training batches for BN recalibration.",
+)
+@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
+@click.option(
+    "--search-images",
+    type=click.IntRange(1),
+    default=None,
+    help="Search-split images per trial (default: all).",
+)
+@device_option
+def search(**options) -> None:
+    """Search per-group channel counts under a budget with an Optuna study.
+
+    Example: autoprune search --arch mobilenetv2 --flops 0.67
+
+    Writes runs/<study>/: study.journal, best_trial.json, trials.csv, summary.png,
+    per-trial charts (artifacts/). Ctrl-C stops after the current trial.
+    """
+    from autoprune.search.runner import SearchConfig, run_search
+
+    config = SearchConfig(**{k: str(v) if isinstance(v, Path) else v for k, v in options.items()})
+    with graceful_interrupt() as stop:
+        result = run_search(config, RichReporter(), stop)
+    _print_result(result)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--storage", default=None, help="The study's storage URL (default: RUN_DIR/study.journal).")
+@click.option("--study", default=None, help="Study name (needed when the storage holds several).")
+@click.option("--trials", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None)
+@click.option("--seed", type=int, default=None, help="Sampler seed for this worker (default: random).")
+@device_option
+def worker(run_dir, storage, study, trials, timeout, seed, device) -> None:
+    """Run trials for an existing study, from another process or machine.
+
+    Example: autoprune worker runs/resnet20-digits-flops0.5 --trials 20
+    """
+    from autoprune.search.runner import run_worker
+
+    with graceful_interrupt() as stop:
+        result = run_worker(
+            run_dir,
+            storage=storage,
+            study=study,
+            trials=trials,
+            timeout=timeout,
+            device=device,
+            seed=seed,
+            reporter=RichReporter(),
+            stop=stop,
+        )
+    _print_result(result)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--storage", default=None, help="The study's storage URL (default: RUN_DIR/study.journal).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to bind; loopback unless you say so."
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+def dashboard(run_dir, storage, host, port) -> None:
+    """Serve optuna-dashboard on a run's study (with its per-trial charts).
+
+    Example: autoprune dashboard runs/resnet20-digits-flops0.5
+    """
+    from autoprune.search.dashboard import dashboard_server
+
+    server, url = dashboard_server(run_dir, storage, host, port)
+    stdout.print(f"optuna-dashboard on {url}  (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

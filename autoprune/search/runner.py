@@ -1,0 +1,398 @@
+"""A search run end to end: dense model → space → prior → study → trials → outputs.
+
+:func:`run_search` prepares a study (training the dense model and computing the
+sensitivity prior if needed) and runs trials; :func:`run_worker` joins an
+existing study from another process or machine. Everything a worker needs is
+stored in the study's user attrs (``autoprune.config``), so the two share one
+code path once the study exists.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+
+from autoprune.budget import Budget, project_to_budget
+from autoprune.checkpoint import file_sha256, load_model, versions
+from autoprune.data import load_dataset
+from autoprune.device import resolve_device
+from autoprune.errors import AutopruneError
+from autoprune.pipeline import train_dense
+from autoprune.prior import R_MIN, preferences_from_sensitivity, uniform_preferences
+from autoprune.progress import SILENT, Reporter
+from autoprune.search.choices import PRIORS, PROXIES, PRUNERS, SAMPLERS, SPACES
+from autoprune.search.objective import PlanObjective, SearchSpaceSpec, prior_log
+from autoprune.search.outputs import StudyPointer, refresh_outputs
+from autoprune.search.proxies import EvalBatches, RecalProxy
+from autoprune.search.samplers import create_pruner, create_sampler
+from autoprune.search.storage import StudyStorage, open_storage
+from autoprune.space import PruningSpace
+
+CONFIG_ATTR = "autoprune.config"
+SUMMARY_EVERY = 5
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass
+class SearchConfig:
+    """Everything ``autoprune search`` takes; defaults are the CLI's."""
+
+    arch: str
+    flops: float | None = None
+    params: float | None = None
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    input_size: int | None = None
+    checkpoint: str | None = None
+    dense_epochs: int = 30
+    sensitivity: str | None = None
+    sensitivity_method: str = "sr-init"
+    sensitivity_seeds: int = 3
+    prior: str = "sensitivity"
+    space: str = "group"
+    sampler: str = "tpe"
+    pruner: str = "wilcoxon"
+    proxy: str = "recal"
+    criterion: str = "l1"
+    trials: int = 100
+    timeout: float | None = None
+    seed: int | None = 0
+    study: str | None = None
+    storage: str | None = None
+    out: str | None = None
+    device: str = "auto"
+    recal_batches: int = 8
+    batch_size: int = 128
+    search_images: int | None = None
+    r_min: float = R_MIN
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> Budget:
+        for name, value, valid in (
+            ("sampler", self.sampler, SAMPLERS),
+            ("pruner", self.pruner, PRUNERS),
+            ("proxy", self.proxy, PROXIES),
+            ("prior", self.prior, PRIORS),
+            ("space", self.space, SPACES),
+        ):
+            if value not in valid:
+                raise AutopruneError(f"unknown --{name} {value!r}; valid: {', '.join(valid)}")
+        if self.trials < 1:
+            raise AutopruneError(f"--trials must be at least 1, got {self.trials}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise AutopruneError(f"--timeout must be positive seconds, got {self.timeout}")
+        return Budget(self.flops, self.params)
+
+    def study_name(self) -> str:
+        if self.study:
+            return self.study
+        parts = [self.arch.replace(":", "-").replace("/", "-"), self.dataset.split(":")[0]]
+        if self.flops is not None:
+            parts.append(f"flops{self.flops:g}")
+        if self.params is not None:
+            parts.append(f"params{self.params:g}")
+        if self.sampler == "nsga2":
+            parts.append("pareto")
+        return "-".join(parts)
+
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / self.study_name()
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    run_dir: Path
+    study_name: str
+    storage: str
+    trials_done: int
+    best: optuna.trial.FrozenTrial | None
+    interrupted: bool
+
+
+def run_search(
+    config: SearchConfig, reporter: Reporter = SILENT, stop: threading.Event | None = None
+) -> SearchResult:
+    """Create or resume the study described by ``config`` and run ``config.trials`` trials."""
+    budget = config.validate()
+    run_dir = config.run_dir()
+    opened = open_storage(run_dir, config.storage)
+    name = config.study_name()
+    stored = _stored_config(opened, name)
+    if stored is None:
+        stored = _prepare(config, budget, run_dir, reporter)
+        study = _create_study(opened, name, stored, config)
+    else:
+        _check_resume(stored, config, name)
+        study = optuna.load_study(
+            study_name=name,
+            storage=opened.storage,
+            sampler=create_sampler(config.sampler, config.seed),
+            pruner=create_pruner(stored["pruner"]),
+        )
+        reporter.note(f"resuming study {name!r} ({len(study.trials)} trials so far)")
+    return _optimize(
+        study, opened, run_dir, stored, config.trials, config.timeout, config.device, reporter, stop
+    )
+
+
+def run_worker(
+    run_dir: Path,
+    *,
+    storage: str | None = None,
+    study: str | None = None,
+    trials: int = 100,
+    timeout: float | None = None,
+    device: str = "auto",
+    seed: int | None = None,
+    reporter: Reporter = SILENT,
+    stop: threading.Event | None = None,
+) -> SearchResult:
+    """Join an existing study (its config comes from the study) and run trials for it."""
+    opened = open_storage(run_dir, storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(opened.storage, include_best_trial=False)]
+    if study is None:
+        if len(names) != 1:
+            raise AutopruneError(
+                f"{len(names)} studies in {opened.url}; name one with --study ({', '.join(names)})"
+            )
+        study = names[0]
+    stored = _stored_config(opened, study)
+    if stored is None:
+        raise AutopruneError(
+            f"no autoprune study {study!r} in {opened.url}; start one with `autoprune search`"
+        )
+    loaded = optuna.load_study(
+        study_name=study,
+        storage=opened.storage,
+        sampler=create_sampler(stored["sampler"], seed),
+        pruner=create_pruner(stored["pruner"]),
+    )
+    return _optimize(loaded, opened, run_dir, stored, trials, timeout, device, reporter, stop)
+
+
+def _stored_config(opened: StudyStorage, name: str) -> dict[str, Any] | None:
+    try:
+        study = optuna.load_study(study_name=name, storage=opened.storage)
+    except KeyError:
+        return None
+    config = study.user_attrs.get(CONFIG_ATTR)
+    if config is None:
+        raise AutopruneError(f"study {name!r} in {opened.url} was not created by autoprune")
+    return config
+
+
+def _check_resume(stored: dict[str, Any], config: SearchConfig, name: str) -> None:
+    for key, now in (("arch", config.arch), ("dataset", config.dataset)):
+        if stored[key] != now:
+            raise AutopruneError(
+                f"study {name!r} searches {key} {stored[key]!r}, not {now!r}; use another --study"
+            )
+    if stored["budget"] != Budget(config.flops, config.params).to_dict():
+        raise AutopruneError(
+            f"study {name!r} has budget {stored['budget']}; use another --study for a new budget"
+        )
+    if config.checkpoint and file_sha256(config.checkpoint) != stored["checkpoint_sha256"]:
+        raise AutopruneError(f"study {name!r} was run on another checkpoint than {config.checkpoint}")
+
+
+def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Reporter) -> dict[str, Any]:
+    """Dense model, space and prior for a new study; returns the config stored in the study."""
+    checkpoint = Path(config.checkpoint) if config.checkpoint else run_dir / "dense.pt"
+    if not config.checkpoint and not checkpoint.is_file():
+        reporter.note(
+            f"no --checkpoint: training the dense {config.arch} on {config.dataset} "
+            f"for {config.dense_epochs} epochs first (-> {checkpoint})"
+        )
+        train_dense(
+            config.arch,
+            config.dataset,
+            checkpoint,
+            data_dir=config.data_dir,
+            epochs=config.dense_epochs,
+            seed=config.seed or 0,
+            input_size=config.input_size,
+            device=config.device,
+            reporter=reporter,
+        )
+    model, ckpt = load_model(checkpoint, arch=config.arch)
+    if ckpt.meta.get("dataset") not in (None, config.dataset):
+        raise AutopruneError(
+            f"checkpoint {checkpoint} was trained on {ckpt.meta['dataset']}, not {config.dataset}"
+        )
+    space = _space(model, ckpt.meta)
+    preferences = _prior(config, model, space, ckpt.meta, run_dir, reporter)
+    uniform = project_to_budget(
+        space,
+        uniform_preferences(len(space.groups)),
+        flops=budget.flops,
+        params=budget.params,
+        r_min=config.r_min,
+    )
+    stored = {
+        k: v
+        for k, v in asdict(config).items()
+        if k not in ("trials", "timeout", "study", "storage", "out", "device", "extra")
+    }
+    stored.update(
+        budget=budget.to_dict(),
+        checkpoint=str(checkpoint.resolve()),
+        checkpoint_sha256=file_sha256(checkpoint),
+        input_size=ckpt.meta["input_size"],
+        num_classes=ckpt.meta["num_classes"],
+        group_ids=[g.id for g in space.groups],
+        preferences=[float(p) for p in preferences],
+        uniform_channels=[int(uniform.plan.channels[g.id]) for g in space.groups],
+        versions=versions(),
+    )
+    return stored
+
+
+def _space(model: torch.nn.Module, meta: dict[str, Any]) -> PruningSpace:
+    size = meta["input_size"]
+    return PruningSpace.from_model(
+        model, torch.zeros(1, 3, size, size), arch=meta["arch"], num_classes=meta["num_classes"]
+    )
+
+
+def _prior(
+    config: SearchConfig, model, space: PruningSpace, meta: dict[str, Any], run_dir: Path, reporter: Reporter
+) -> np.ndarray:
+    if config.prior == "uniform":
+        return uniform_preferences(len(space.groups))
+    from autoprune.sensitivity import compute_sensitivity, load_sensitivity
+
+    if config.sensitivity:
+        sens = load_sensitivity(config.sensitivity, space)
+    else:
+        path = run_dir / "sensitivity.json"
+        reporter.note(f"computing {config.sensitivity_method} sensitivity per channel group (-> {path})")
+        splits = load_dataset(
+            config.dataset, config.data_dir, input_size=meta["input_size"], seed=config.seed or 0
+        )
+        sens = compute_sensitivity(
+            model,
+            space,
+            splits.search,
+            method=config.sensitivity_method,
+            unit="group",
+            seeds=config.sensitivity_seeds,
+            arch=config.arch,
+            device=resolve_device(config.device),
+            reporter=reporter,
+        )
+        sens.save(path)
+    return preferences_from_sensitivity(sens.group_deltas(space))
+
+
+def _create_study(
+    opened: StudyStorage, name: str, stored: dict[str, Any], config: SearchConfig
+) -> optuna.Study:
+    multi = config.sampler == "nsga2"
+    study = optuna.create_study(
+        study_name=name,
+        storage=opened.storage,
+        sampler=create_sampler(config.sampler, config.seed),
+        pruner=create_pruner(config.pruner),
+        directions=["maximize", "minimize"] if multi else ["maximize"],
+    )
+    study.set_metric_names(["proxy_accuracy", "flops_ratio"] if multi else ["proxy_accuracy"])
+    study.set_user_attr(CONFIG_ATTR, stored)
+    for key in ("arch", "dataset", "budget", "checkpoint_sha256", "versions"):
+        study.set_user_attr(key, stored[key])
+    spec = _spec(stored, None)
+    for params in spec.seed_params():
+        study.enqueue_trial(params, skip_if_exists=True)
+    return study
+
+
+def _spec(stored: dict[str, Any], space: PruningSpace | None) -> SearchSpaceSpec:
+    prefs = np.asarray(stored["preferences"])
+    return SearchSpaceSpec(space, prior_log(prefs), stored["space"])  # type: ignore[arg-type]
+
+
+def _objective(
+    stored: dict[str, Any], device_name: str, artifacts: optuna.artifacts.FileSystemArtifactStore
+) -> tuple[PlanObjective, PruningSpace]:
+    """Rebuild the trial objective from a study's stored config (same for the first process and workers)."""
+    device = resolve_device(device_name)
+    path = Path(stored["checkpoint"])
+    if not path.is_file() or file_sha256(path) != stored["checkpoint_sha256"]:
+        raise AutopruneError(
+            f"the study's checkpoint {path} is missing or changed; workers need the same file"
+        )
+    model, ckpt = load_model(path, arch=stored["arch"])
+    model.to(device).eval()
+    space = _space(model, ckpt.meta)
+    if [g.id for g in space.groups] != stored["group_ids"]:
+        raise AutopruneError(
+            "this autoprune builds another pruning space than the study's; use the same version"
+        )
+    splits = load_dataset(
+        stored["dataset"], stored["data_dir"], input_size=stored["input_size"], seed=stored["seed"] or 0
+    )
+    seed = stored["seed"] or 0
+    recal = EvalBatches.from_dataset(
+        splits.train_plain, stored["batch_size"], stored["recal_batches"] * stored["batch_size"], seed=seed
+    )
+    search = EvalBatches.from_dataset(splits.search, stored["batch_size"], stored["search_images"])
+    proxy = RecalProxy(model, space, recal, search, device=device, criterion=stored["criterion"])
+    spec = _spec(stored, space)
+    return (
+        PlanObjective(
+            spec,
+            Budget(**stored["budget"]),
+            proxy,
+            r_min=stored["r_min"],
+            artifact_store=artifacts,
+            multi_objective=stored["sampler"] == "nsga2",
+        ),
+        space,
+    )
+
+
+def _optimize(
+    study: optuna.Study,
+    opened: StudyStorage,
+    run_dir: Path,
+    stored: dict[str, Any],
+    trials: int,
+    timeout: float | None,
+    device: str,
+    reporter: Reporter,
+    stop: threading.Event | None,
+) -> SearchResult:
+    objective, space = _objective(stored, device, opened.artifacts)
+    pointer = StudyPointer(study.study_name, opened.url)
+    done = 0
+    best_value: list[float] = []
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal done
+        done += 1
+        best = refresh_outputs(run_dir, study, space, pointer, stored, with_summary=done % SUMMARY_EVERY == 0)
+        if best is not None:
+            best_value[:] = [best.values[0]]
+        info = {"trial": trial.number, "state": trial.state.name.lower()}
+        if best_value:
+            info["best"] = best_value[0]
+        reporter.advance(1, **info)
+        if stop is not None and stop.is_set():
+            study.stop()
+
+    reporter.start(f"trials ({study.study_name})", trials)
+    interrupted = False
+    try:
+        study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[after_trial], catch=())
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        reporter.finish()
+        best = refresh_outputs(run_dir, study, space, pointer, stored, with_summary=True)
+    interrupted = interrupted or (stop is not None and stop.is_set())
+    return SearchResult(run_dir, study.study_name, opened.url, done, best, interrupted)
