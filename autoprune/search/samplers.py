@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
+from optuna.exceptions import ExperimentalWarning
 
 
 def create_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSampler:
     """TPE is multivariate (the per-group multipliers interact through the budget)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return _sampler(name, seed)
+
+
+def _sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed)
     if name == "gp":
@@ -22,6 +31,12 @@ def create_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSa
 
 def create_pruner(name: str) -> optuna.pruners.BasePruner:
     """``wilcoxon`` compares a trial's per-batch accuracies with the best trial's on the same batches."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return _pruner(name)
+
+
+def _pruner(name: str) -> optuna.pruners.BasePruner:
     if name == "wilcoxon":
         return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
     if name == "median":

@@ -10,11 +10,13 @@ Artifacts (per-trial charts) go to ``<run_dir>/artifacts`` on the local filesyst
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
+from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
@@ -58,13 +60,15 @@ def _open(url: str) -> BaseStorage:
         return JournalStorage(JournalFileBackend(str(path)))
     if scheme in _RDB_SCHEMES:
         try:
-            return RDBStorage(
-                url,
-                engine_kwargs={"pool_pre_ping": True} if scheme != "sqlite" else None,
-                heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=GRACE_PERIOD_S,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    engine_kwargs={"pool_pre_ping": True} if scheme != "sqlite" else None,
+                    heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                    grace_period=GRACE_PERIOD_S,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                )
         except ImportError as exc:
             raise AutopruneError(
                 f"storage {_redact(url)} needs a database driver that is not installed ({exc.name}); "
