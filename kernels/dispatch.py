@@ -1,0 +1,108 @@
+"""Which implementation runs an op: Triton on CUDA, numba on CPU where it won, torch otherwise.
+
+Precedence: an explicit ``backend=`` argument (other than ``"auto"``), then the
+``AUTOPRUNE_KERNELS`` environment variable, then the device of the input.
+A backend is used for an op and dtype it has a kernel for; otherwise the torch
+reference runs (numba kernels exist only for the ops where they beat torch in
+``benchmarks/bench_kernels.py``, see ``benchmarks/RESULTS.md``). Asking for a
+backend on a device it cannot run on is an :class:`AutopruneError`.
+
+Triton and numba are imported only when one of their kernels is first used, so
+``import autoprune.kernels`` stays cheap on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from functools import cache
+from types import ModuleType
+
+import torch
+
+from autoprune.errors import AutopruneError
+
+ENV_VAR = "AUTOPRUNE_KERNELS"
+BACKENDS: tuple[str, ...] = ("triton", "numba", "torch")
+OPS: tuple[str, ...] = ("pointwise", "depthwise", "bn_act")
+
+#: Ops with a numba CPU kernel, kept because it beat torch on the CPU (benchmarks/RESULTS.md).
+NUMBA_OPS: frozenset[str] = frozenset({"pointwise", "depthwise", "bn_act"})
+_NUMBA_DTYPES = (torch.float32,)
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def requested_backend(backend: str | None = None) -> str:
+    """``auto`` or one of :data:`BACKENDS`: the argument if given, else the environment variable."""
+    if backend is not None and backend != "auto":
+        source = f"backend={backend!r}"
+        choice = backend
+    else:
+        choice = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
+        source = f"{ENV_VAR}={os.environ.get(ENV_VAR)!r}"
+    if choice not in ("auto", *BACKENDS):
+        raise AutopruneError(f"invalid kernel backend {source}: use one of auto, {', '.join(BACKENDS)}")
+    return choice
+
+
+def triton_interpreting() -> bool:
+    """True when ``TRITON_INTERPRET=1``: Triton kernels then run on CPU tensors (slowly), for tests."""
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@cache
+def _installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def resolve_backend(op: str, x: torch.Tensor, backend: str | None = None) -> str:
+    """The backend that runs ``op`` on ``x``: ``"triton"``, ``"numba"`` or ``"torch"``."""
+    choice = requested_backend(backend)
+    if choice == "auto":
+        if x.is_cuda and x.dtype in _TRITON_DTYPES and _installed("triton"):
+            return "triton"
+        if x.device.type == "cpu" and op in NUMBA_OPS and x.dtype in _NUMBA_DTYPES and _installed("numba"):
+            return "numba"
+        return "torch"
+    if choice == "triton":
+        if not (x.is_cuda or (x.device.type == "cpu" and triton_interpreting())):
+            raise AutopruneError(
+                f"Triton kernels run on CUDA tensors, this one is on {x.device}: use backend torch or "
+                "numba here (or set TRITON_INTERPRET=1 to interpret the Triton kernels on the CPU)"
+            )
+        if not _installed("triton"):
+            raise AutopruneError("Triton kernels were requested but triton is not installed")
+        return "triton" if x.dtype in _TRITON_DTYPES else "torch"
+    if choice == "numba":
+        if x.device.type != "cpu":
+            raise AutopruneError(f"numba kernels run on CPU tensors, this one is on {x.device}")
+        if not _installed("numba"):
+            raise AutopruneError("numba kernels were requested but numba is not installed")
+        return "numba" if op in NUMBA_OPS and x.dtype in _NUMBA_DTYPES else "torch"
+    return "torch"
+
+
+_TRITON_MODULES = ("triton_common", "triton_pointwise", "triton_depthwise", "triton_bn_act")
+_triton_loaded_with: bool | None = None
+
+
+def triton_module(name: str) -> ModuleType:
+    """Import one of this package's Triton modules, compiled for the current interpret mode.
+
+    ``triton.jit`` decides at decoration time whether a kernel is compiled or interpreted,
+    so when ``TRITON_INTERPRET`` changed since the modules were imported (tests flip it)
+    they are re-imported, the shared helpers first.
+    """
+    global _triton_loaded_with
+    interpret = triton_interpreting()
+    modules = [importlib.import_module(f"{__package__}.{m}") for m in _TRITON_MODULES]
+    if _triton_loaded_with is not None and _triton_loaded_with != interpret:
+        modules = [importlib.reload(m) for m in modules]
+    _triton_loaded_with = interpret
+    return modules[_TRITON_MODULES.index(name)]
+
+
+def numba_module(name: str) -> ModuleType:
+    """Import one of this package's numba modules (compiles lazily on first call)."""
+    return importlib.import_module(f"{__package__}.{name}")

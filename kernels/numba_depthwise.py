@@ -1,0 +1,70 @@
+"""numba (CPU): depthwise 3×3 conv (padding 1, stride 1/2) + BN affine + activation + mask.
+
+Parallel over (image, channel) planes. Each output row accumulates its nine taps
+as whole-row loops over the valid column range (no per-pixel bounds checks, so
+the loops vectorize), then applies the epilogue in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from .mask import ChannelMask
+from .numba_bn_act import _affine_act_row
+
+
+@njit(parallel=True, cache=True)
+def _depthwise_planes(x, w, scale, shift, keep, stride, act, y):  # pragma: no cover - compiled
+    n, c, h, wd = x.shape
+    ho_n = y.shape[2]
+    wo_n = y.shape[3]
+    for i in prange(n * c):
+        b = i // c
+        ch = i % c
+        if keep[ch] == 0:
+            y[b, ch, :, :] = np.float32(0.0)
+            continue
+        for ho in range(ho_n):
+            out = y[b, ch, ho]
+            out[:] = np.float32(0.0)
+            for kh in range(3):
+                hi = ho * stride + kh - 1
+                if hi < 0 or hi >= h:
+                    continue
+                row = x[b, ch, hi]
+                for kw in range(3):
+                    wk = w[ch, kh * 3 + kw]
+                    lo = 1 if kw == 0 else 0
+                    hi_wo = min(wo_n, (wd - kw) // stride + 1)
+                    for wo in range(lo, hi_wo):
+                        out[wo] += wk * row[wo * stride + kw - 1]
+            _affine_act_row(out, out, scale[ch], shift[ch], act)
+
+
+def depthwise(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    stride: int,
+    act_code: int,
+    mask: ChannelMask | None,
+) -> torch.Tensor:
+    """Run on a CPU float32 NCHW tensor with ``weight`` ``[C, 1, 3, 3]``."""
+    n, c, h, w = x.shape
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    y = torch.empty((n, c, ho, wo), dtype=x.dtype)
+    keep = mask.keep_i8 if mask is not None else torch.ones(c, dtype=torch.int8)
+    _depthwise_planes(
+        x.detach().contiguous().numpy(),
+        weight.detach().reshape(c, 9).contiguous().numpy(),
+        scale.detach().float().contiguous().numpy(),
+        shift.detach().float().contiguous().numpy(),
+        keep.numpy(),
+        stride,
+        act_code,
+        y.numpy(),
+    )
+    return y
