@@ -15,8 +15,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/autoprune train --arch resnet20 --dataset digits --epochs 15 --out runs/demo/dense.pt
+# The whole job on the bundled digits data: dense model (reused when present) ->
+# SR-init sensitivity -> 30-trial search at half the FLOPs -> apply + fine-tune.
+DEMO := runs/demo
+demo: $(STAMP) $(DEMO)/dense.pt
+	$(BIN)/autoprune sensitivity --arch resnet20 --dataset digits --checkpoint $(DEMO)/dense.pt \
+		--method sr-init --unit group --seeds 3 --out $(DEMO)/sensitivity.json
+	$(BIN)/autoprune search --arch resnet20 --dataset digits --checkpoint $(DEMO)/dense.pt \
+		--sensitivity $(DEMO)/sensitivity.json --flops 0.5 --trials 30 --study demo --out $(DEMO)
+	$(BIN)/autoprune apply $(DEMO)/best_trial.json --finetune-epochs 5 --kd --out $(DEMO)/pruned.pt
+
+$(DEMO)/dense.pt: | $(STAMP)
+	$(BIN)/autoprune train --arch resnet20 --dataset digits --epochs 15 --out $@
 
 test: $(STAMP)
 	$(BIN)/ruff check autoprune kernels search_spaces tests benchmarks

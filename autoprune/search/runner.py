@@ -9,6 +9,7 @@ code path once the study exists.
 
 from __future__ import annotations
 
+import shutil
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -121,12 +122,18 @@ def run_search(
     """Create or resume the study described by ``config`` and run ``config.trials`` trials."""
     budget = config.validate()
     run_dir = config.run_dir()
+    fresh_folder = not run_dir.exists()
     opened = open_storage(run_dir, config.storage)
     name = config.study_name()
     stored = _stored_config(opened, name)
     if stored is None:
-        stored = _prepare(config, budget, run_dir, reporter)
-        study = _create_study(opened, name, stored, config)
+        try:
+            stored = _prepare(config, budget, run_dir, reporter)
+            study = _create_study(opened, name, stored, config)
+        except BaseException:
+            if fresh_folder:  # a failed start leaves nothing behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     else:
         _check_resume(stored, config, name)
         study = optuna.load_study(
@@ -368,6 +375,7 @@ def _optimize(
     stop: threading.Event | None,
 ) -> SearchResult:
     objective, space = _objective(stored, device, opened.artifacts)
+    opened.artifacts_dir.mkdir(parents=True, exist_ok=True)
     pointer = StudyPointer(study.study_name, opened.url)
     done = 0
     best_value: list[float] = []

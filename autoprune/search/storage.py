@@ -5,7 +5,8 @@
   heartbeats so a dead worker's trial is failed and retried by another worker;
 * ``redis://...``: a journal kept in Redis.
 
-Artifacts (per-trial charts) go to ``<run_dir>/artifacts`` on the local filesystem.
+Artifacts (per-trial charts) go to ``<run_dir>/artifacts`` on the local filesystem; the
+folder is made when the first trial runs, so a storage error leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -45,11 +46,11 @@ def journal_url(run_dir: Path) -> str:
 
 def open_storage(run_dir: Path, url: str | None = None) -> StudyStorage:
     """Open (creating if needed) the storage for a run; unreachable URLs raise AutopruneError."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    artifacts_dir = run_dir / "artifacts"
-    artifacts_dir.mkdir(exist_ok=True)
-    url = url or journal_url(run_dir)
+    if url is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        url = journal_url(run_dir)
     storage = _open(url)
+    artifacts_dir = run_dir / "artifacts"
     return StudyStorage(storage, url, FileSystemArtifactStore(str(artifacts_dir)), artifacts_dir)
 
 

@@ -1,0 +1,5 @@
+"""``python -m autoprune.cli``: the same as the ``autoprune`` command."""
+
+from autoprune.cli import main
+
+main()
