@@ -3,11 +3,16 @@
 Given per-group preferences p (see :mod:`autoprune.prior`), the keep ratios
 r(α) grow monotonically with the global scale α, and so does the cost of the
 rounded plan. Bisection (at most ``max_steps``) finds the largest α whose plan
-is at or under every budget; a greedy fill then adds one rounding step of
-channels at a time to the groups that the next α would grow first, while the
-plan stays under budget. That closes the gap left by rounding (a step of 8
-channels in a wide group can be several percent of the FLOPs) so the binding
-budget is met within ``tolerance`` (0.5 %) whenever the space's rounding allows.
+is at or under every budget. Rounding leaves a gap (a step of 8 channels in a
+wide group can be several percent of the FLOPs), which two moves close:
+
+* fill: add one rounding step to the group the next α would grow first, while
+  the plan stays under budget;
+* exchange: when no single step fits and the plan is still more than
+  ``TOLERANCE`` (0.5 %) under the binding budget, take the best "one step up in
+  group i, one step down in group j" that fits, then fill again.
+
+Both are vectorized over all candidate moves with the cost model.
 """
 
 from __future__ import annotations
@@ -83,7 +88,7 @@ def project_to_budget(
     limits = _limits(budget, cost)
 
     def channels_at(alpha: float) -> np.ndarray:
-        return space.channels_for_ratios(keep_ratios(alpha, prefs, r_min)[None, :])[0]
+        return space.channels_from_ratios(keep_ratios(alpha, prefs, r_min)[None, :])[0]
 
     def fits(ch: np.ndarray) -> np.ndarray:
         return _fits(cost, ch, limits)
@@ -101,7 +106,7 @@ def project_to_budget(
                 lo = mid
             else:
                 hi = mid
-        channels = _greedy_fill(space, cost, channels_at(lo), keep_ratios(hi, prefs, r_min), limits)
+        channels = _close_gap(space, cost, channels_at(lo), keep_ratios(hi, prefs, r_min), limits)
     else:
         lo = hi
         channels = channels_at(hi)
@@ -124,7 +129,7 @@ def _fits(cost: CostModel, channels: np.ndarray, limits: tuple[float, float]) ->
     return ok
 
 
-def _greedy_fill(
+def _fill(
     space: PruningSpace,
     cost: CostModel,
     channels: np.ndarray,
@@ -132,20 +137,67 @@ def _greedy_fill(
     limits: tuple[float, float],
 ) -> np.ndarray:
     """Add one rounding step at a time to the group furthest below its next-α ratio, while it fits."""
-    dense = space.dense_channels()
-    steps = space.round_steps()
-    channels = channels.copy()
+    dense = space.max_counts
+    steps = np.diag(np.array([g.step for g in space.groups], dtype=np.int64))
     while True:
-        grown = np.minimum(channels[None, :] + np.diag(steps), dense[None, :])
-        movable = grown.diagonal() > channels
-        if not movable.any():
-            return channels
-        ok = movable & _fits(cost, grown, limits)
+        grown = np.minimum(channels[None, :] + steps, dense[None, :])
+        ok = (grown.diagonal() > channels) & _fits(cost, grown, limits)
         if not ok.any():
             return channels
         deficit = target_ratios - channels / dense
-        choice = int(np.argmax(np.where(ok, deficit, -np.inf)))
-        channels = grown[choice]
+        channels = grown[int(np.argmax(np.where(ok, deficit, -np.inf)))]
+
+
+def _exchange(
+    space: PruningSpace, cost: CostModel, channels: np.ndarray, limits: tuple[float, float]
+) -> np.ndarray | None:
+    """The fitting one-step-up/one-step-down move of highest cost, if it beats ``channels``."""
+    n = len(channels)
+    step = np.array([g.step for g in space.groups], dtype=np.int64)
+    up = np.minimum(channels + step, space.max_counts)
+    down = np.maximum(channels - step, space.min_counts)
+    # a count may sit below a full width that is not a multiple of step: step down to the grid
+    down = np.where(channels == space.max_counts, np.maximum(channels // step * step, space.min_counts), down)
+    i, j = np.nonzero(~np.eye(n, dtype=bool))
+    moves = np.repeat(channels[None, :], len(i), axis=0)
+    moves[np.arange(len(i)), i] = up[i]
+    moves[np.arange(len(i)), j] = down[j]
+    changed = (up[i] != channels[i]) & (down[j] != channels[j])
+    ok = changed & _fits(cost, moves, limits)
+    if not ok.any():
+        return None
+    score = _binding_fraction(cost, moves, limits)
+    best = int(np.argmax(np.where(ok, score, -np.inf)))
+    current = _binding_fraction(cost, channels[None, :], limits)[0]
+    return moves[best] if score[best] > current else None
+
+
+def _binding_fraction(cost: CostModel, channels: np.ndarray, limits: tuple[float, float]) -> np.ndarray:
+    """How close each plan is to its tightest budget (1.0 = exactly on it)."""
+    fractions = [cost.flops(channels) / limits[0]] if math.isfinite(limits[0]) else []
+    if math.isfinite(limits[1]):
+        fractions.append(cost.params(channels) / limits[1])
+    return np.max(fractions, axis=0)
+
+
+def _close_gap(
+    space: PruningSpace,
+    cost: CostModel,
+    channels: np.ndarray,
+    target_ratios: np.ndarray,
+    limits: tuple[float, float],
+    max_exchanges: int = 20,
+) -> np.ndarray:
+    """Fill, then exchange and refill until within ``TOLERANCE`` of the binding budget (or stuck)."""
+    channels = _fill(space, cost, channels, target_ratios, limits)
+    for _ in range(max_exchanges):
+        if _binding_fraction(cost, channels[None, :], limits)[0] >= 1.0 - TOLERANCE:
+            break
+        moved = _exchange(space, cost, channels, limits)
+        if moved is None:
+            break
+        channels = _fill(space, cost, moved, target_ratios, limits)
+    return channels
 
 
 def _too_small_message(budget: Budget, cost: CostModel, smallest: np.ndarray, r_min: float) -> str:

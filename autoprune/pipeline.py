@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,14 +118,15 @@ def apply_plan_file(
 ) -> ApplyReport:
     """Prune a dense checkpoint by a Plan (or best_trial.json), optionally fine-tune, save and export."""
     from autoprune.checkpoint import file_sha256
-    from autoprune.plan import Plan, read_plan_document
+    from autoprune.plan import Plan
     from autoprune.recalibration import recalibrate_batchnorm
     from autoprune.search.proxies import EvalBatches
     from autoprune.space import PruningSpace
-    from autoprune.surgery import apply_plan, export_model, save_pruned
+    from autoprune.surgery import apply_plan, export_onnx, export_torchscript, save_pruned
 
     dev = resolve_device(device)
-    document = read_plan_document(plan_path)
+    Plan.load(plan_path)  # readable and well-formed; checked against the model below
+    document = json.loads(Path(plan_path).read_text())
     notes: list[str] = []
     if checkpoint is None:
         if "checkpoint" not in document:
@@ -161,12 +163,9 @@ def apply_plan_file(
         rows.append(row(label, pruned, evaluate_dataset(pruned, splits.test, dev).accuracy))
     pruned.cpu().eval()
     saved = save_pruned(out, result)
-    exported = (
-        export_model(pruned, Path(out).with_suffix(_EXPORT_SUFFIX[export]), export, example)
-        if export
-        else None
-    )
+    exported = None
+    if export == "torchscript":
+        exported = export_torchscript(pruned, Path(out).with_suffix(".ts"), example)
+    elif export == "onnx":
+        exported = export_onnx(pruned, Path(out).with_suffix(".onnx"), example)
     return ApplyReport(rows, saved, exported, notes)
-
-
-_EXPORT_SUFFIX = {"torchscript": ".ts", "onnx": ".onnx"}

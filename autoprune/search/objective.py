@@ -92,7 +92,7 @@ class PlanObjective:
         self.cost = CostModel(spec.space)
         self.artifact_store = artifact_store
         self.multi_objective = multi_objective
-        smallest = spec.space.channels_for_ratios(np.full((1, len(spec.space.groups)), r_min))
+        smallest = spec.space.channels_from_ratios(np.full((1, len(spec.space.groups)), r_min))
         self.min_flops_ratio = float(self.cost.flops(smallest)[0] / self.cost.dense_flops)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
