@@ -28,7 +28,10 @@ BACKENDS: tuple[str, ...] = ("triton", "numba", "torch")
 OPS: tuple[str, ...] = ("pointwise", "depthwise", "bn_act")
 
 #: Ops with a numba CPU kernel, kept because it beat torch on the CPU (benchmarks/RESULTS.md).
-NUMBA_OPS: frozenset[str] = frozenset({"pointwise", "depthwise", "bn_act"})
+#: The pointwise one lost to torch's conv over the kept channels and was removed.
+NUMBA_OPS: frozenset[str] = frozenset({"depthwise", "bn_act"})
+#: The numba depthwise kernel beat torch (oneDNN) only on large planes; ``auto`` uses it from here on.
+NUMBA_DEPTHWISE_MIN_PIXELS = 32 * 32
 _NUMBA_DTYPES = (torch.float32,)
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -56,13 +59,20 @@ def _installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def _numba_wins(op: str, x: torch.Tensor) -> bool:
+    """Whether the measured numba kernel beats torch for ``op`` on ``x`` (see RESULTS.md)."""
+    if op not in NUMBA_OPS or x.dtype not in _NUMBA_DTYPES:
+        return False
+    return op != "depthwise" or x.shape[-2] * x.shape[-1] >= NUMBA_DEPTHWISE_MIN_PIXELS
+
+
 def resolve_backend(op: str, x: torch.Tensor, backend: str | None = None) -> str:
     """The backend that runs ``op`` on ``x``: ``"triton"``, ``"numba"`` or ``"torch"``."""
     choice = requested_backend(backend)
     if choice == "auto":
         if x.is_cuda and x.dtype in _TRITON_DTYPES and _installed("triton"):
             return "triton"
-        if x.device.type == "cpu" and op in NUMBA_OPS and x.dtype in _NUMBA_DTYPES and _installed("numba"):
+        if x.device.type == "cpu" and _numba_wins(op, x) and _installed("numba"):
             return "numba"
         return "torch"
     if choice == "triton":

@@ -84,8 +84,6 @@ def pointwise_conv_bn_act(
         return triton_module("triton_pointwise").pointwise(
             x, weight, scale, shift, code, mask, stride=stride, compact=compact
         )
-    if which == "numba" and not compact:
-        return numba_module("numba_pointwise").pointwise(x, weight, scale, shift, code, mask, stride)
     if mask is not None and x.device.type == "cpu":
         return pointwise_sliced(x, weight, scale, shift, act, mask, stride=stride, compact=compact)
     return pointwise_conv_bn_act_reference(x, weight, scale, shift, act, mask, stride=stride, compact=compact)

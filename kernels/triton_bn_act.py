@@ -55,7 +55,7 @@ def bn_act(
     y = torch.empty((n, c, h, w), device=x.device, dtype=x.dtype)
     if y.numel() == 0:
         return y
-    bc, bp = blocks or (block_size(c, 1, 8), block_size(p, 16, 256))
+    bc, bp = blocks or (block_size(c, 1, 8, 256), block_size(p, 16, 256, 1024))
     grid = (triton.cdiv(c, bc), triton.cdiv(p, bp), n)
     _bn_act_kernel[grid](
         x, scale, shift, mask.keep_i8 if mask is not None else scale, y,

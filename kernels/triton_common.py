@@ -1,4 +1,11 @@
-"""Pieces shared by the Triton kernels: the activation epilogue and launch helpers."""
+"""Pieces shared by the Triton kernels: the activation epilogue and launch helpers.
+
+Kernels here use only ``tl`` builtins (``tl.full``, not ``tl.zeros``): triton's own
+``@jit`` helpers are interpreted only when ``TRITON_INTERPRET=1`` was set before
+triton was first imported, while these modules are re-imported whenever the flag
+changes (:func:`autoprune.kernels.dispatch.triton_module`), so tests can switch
+the interpreter on per test.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +28,14 @@ def apply_act(y, ACT: tl.constexpr):
     return y
 
 
-def block_size(n: int, lo: int, hi: int) -> int:
-    """The power of two covering ``n``, clamped to ``[lo, hi]``."""
-    return max(lo, min(hi, triton.next_power_of_2(max(n, 1))))
+def block_size(n: int, lo: int, hi: int, hi_interpreted: int) -> int:
+    """The power of two covering ``n``, clamped to ``[lo, hi]``.
+
+    Under the interpreter every program costs Python overhead while wide blocks are
+    numpy-vectorized, so there the cap is ``hi_interpreted`` (fewer, larger programs).
+    """
+    cap = hi_interpreted if triton_interpreting() else hi
+    return max(lo, min(cap, triton.next_power_of_2(max(n, 1))))
 
 
 def dot_in_fp32(dtype: torch.dtype) -> bool:

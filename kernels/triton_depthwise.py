@@ -37,7 +37,7 @@ def _depthwise_kernel(
     wi0 = (p % WO) * STRIDE - 1
     x_chan = x_ptr + n * sxn + c[:, None] * sxc
 
-    acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
+    acc = tl.full((BLOCK_C, BLOCK_P), 0.0, tl.float32)
     for kh in tl.static_range(3):
         hi = hi0 + kh
         row_ok = p_ok & (hi >= 0) & (hi < H)
@@ -74,7 +74,7 @@ def depthwise(
     y = torch.empty((n, c, ho, wo), device=x.device, dtype=x.dtype)
     if y.numel() == 0:
         return y
-    bc, bp = blocks or (block_size(c, 1, 16), block_size(p, 16, 128))
+    bc, bp = blocks or (block_size(c, 1, 16, 256), block_size(p, 16, 128, 1024))
     grid = (triton.cdiv(c, bc), triton.cdiv(p, bp), n)
     _depthwise_kernel[grid](
         x, weight, scale, shift, mask.keep_i8 if mask is not None else scale, y,

@@ -1,0 +1,339 @@
+"""The masked executor: inference of a network with some conv output channels switched off.
+
+Sensitivity and proxy scoring run thousands of passes over one network where a
+candidate differs from the dense model only in which channels are dead. Instead of
+building a model per candidate, :class:`MaskedExecutor` traces the model once
+(torch.fx), folds every ``conv → BN → activation`` chain into one fused op from
+:mod:`autoprune.kernels`, and takes the masks as a call argument:
+
+    executor = MaskedExecutor(model.eval(), example_inputs=x[:2])
+    logits = executor(x, {"features.1.conv.0.0": keep_bool_vector, ...})
+
+A mask keyed by a conv's qualified name zeroes that conv's masked output channels
+after its BN and activation, which is exactly the *dead-channel* model: the same
+network with those channels' conv weights and bias and BN γ and β set to zero.
+Shapes never change with the mask, so nothing is rebuilt or re-tuned per candidate.
+
+Fused chains use the BN's running statistics (eval semantics) whatever the BN's
+``training`` flag; the rest of the graph runs as the original modules. When the
+model's parameters or BN statistics change in place (SR-init re-initializes units
+between passes), the folded BN is recomputed on the next call; after replacing
+parameter tensors outright call :meth:`MaskedExecutor.refresh`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from autoprune.errors import AutopruneError
+from autoprune.kernels import (
+    ChannelMask,
+    bn_mask_act,
+    depthwise_conv_bn_act,
+    fold_bn,
+    pointwise_conv_bn_act,
+)
+from autoprune.kernels.dispatch import requested_backend
+
+__all__ = ["MaskedExecutor", "PreparedMasks"]
+
+_ACT_MODULES: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish"}
+_ACT_FUNCTIONS = {
+    F.relu: "relu",
+    torch.relu: "relu",
+    torch.relu_: "relu",
+    F.relu6: "relu6",
+    F.hardswish: "hardswish",
+}
+_ACT_METHODS = {"relu": "relu", "relu_": "relu"}
+
+
+@dataclass(frozen=True)
+class PreparedMasks:
+    """Masks validated and converted once (see :meth:`MaskedExecutor.prepare_masks`)."""
+
+    masks: dict[str, ChannelMask]
+    device: torch.device
+
+
+class _State:
+    """What every fused op reads during one call: the masks and the backend."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.masks: dict[str, ChannelMask] = {}
+
+
+def _conv_kind(conv: nn.Conv2d) -> str:
+    """Which fused op runs this conv: ``pointwise``, ``depthwise`` or ``generic`` (torch conv + epilogue)."""
+    zeros = conv.padding_mode == "zeros"
+    if (
+        conv.kernel_size == (1, 1)
+        and conv.groups == 1
+        and conv.padding in ((0, 0), "valid")
+        and conv.stride[0] == conv.stride[1]
+        and zeros
+    ):
+        return "pointwise"
+    if (
+        conv.kernel_size == (3, 3)
+        and conv.groups == conv.in_channels == conv.out_channels
+        and conv.padding == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.stride in ((1, 1), (2, 2))
+        and zeros
+    ):
+        return "depthwise"
+    return "generic"
+
+
+class _FusedConv(nn.Module):
+    """One ``conv [→ BN] [→ activation]`` chain, run by a fused op with the current mask."""
+
+    def __init__(self, name: str, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, act: str, state: _State):
+        super().__init__()
+        self.name = name
+        self.act = act
+        self.kind = _conv_kind(conv)
+        # Plain references (a tuple is not registered): the modules stay owned by the traced graph.
+        self._src = (conv, bn)
+        self._state = state
+        self._stamp: tuple | None = None
+        self._scale = torch.empty(0)
+        self._shift = torch.empty(0)
+
+    def _tensors(self) -> list[torch.Tensor]:
+        conv, bn = self._src
+        found = [conv.weight, conv.bias]
+        if bn is not None:
+            found += [bn.weight, bn.bias, bn.running_mean, bn.running_var]
+        return [t for t in found if t is not None]
+
+    def refresh(self, force: bool = False) -> None:
+        """Re-fold the BN when a source tensor was replaced or modified in place since the last fold."""
+        stamp = tuple((id(t), t._version, t.device) for t in self._tensors())
+        if force or stamp != self._stamp:
+            conv, bn = self._src
+            scale, shift = fold_bn(bn, conv.bias, conv.out_channels)
+            self._scale = scale.to(conv.weight.device)
+            self._shift = shift.to(conv.weight.device)
+            self._stamp = stamp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.refresh()
+        conv = self._src[0]
+        mask = self._state.masks.get(self.name)
+        backend = self._state.backend
+        if self.kind == "pointwise":
+            return pointwise_conv_bn_act(
+                x,
+                conv.weight,
+                self._scale,
+                self._shift,
+                self.act,
+                mask,
+                stride=conv.stride[0],
+                backend=backend,
+            )
+        if self.kind == "depthwise":
+            return depthwise_conv_bn_act(
+                x, conv.weight, self._scale, self._shift, conv.stride[0], self.act, mask, backend=backend
+            )
+        y = conv._conv_forward(x, conv.weight, None)
+        return bn_mask_act(y, self._scale, self._shift, self.act, mask, backend=backend)
+
+
+def _activation_of(node: fx.Node, modules: Mapping[str, nn.Module]) -> str | None:
+    """The fused-activation name of ``node`` if it is a ReLU / ReLU6 / hardswish call, else None."""
+    if node.op == "call_module":
+        return _ACT_MODULES.get(type(modules[node.target]))
+    if node.op == "call_function" and node.target in _ACT_FUNCTIONS:
+        return _ACT_FUNCTIONS[node.target]
+    if node.op == "call_method" and node.target in _ACT_METHODS:
+        return _ACT_METHODS[node.target]
+    return None
+
+
+def _sole_user(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def _is_plain_conv(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and type(module).forward is nn.Conv2d.forward
+
+
+def _is_foldable_bn(module: nn.Module) -> bool:
+    return (
+        isinstance(module, nn.BatchNorm2d)
+        and type(module).forward is nn.BatchNorm2d.forward
+        and module.running_mean is not None
+        and module.running_var is not None
+    )
+
+
+class MaskedExecutor(nn.Module):
+    """Inference of ``model`` with per-conv output-channel masks, through the fused kernels.
+
+    Args:
+        model: the network; a fused chain always uses its BN's running statistics.
+        example_inputs: optional batch; when given, the traced and fused graph is checked
+            against ``model`` on it once (the model must then be in eval mode).
+        backend: ``auto`` (Triton on CUDA, numba on CPU where it wins, else torch; the
+            ``AUTOPRUNE_KERNELS`` variable overrides), or ``torch`` / ``triton`` / ``numba``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: torch.Tensor | None = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        requested_backend(backend)  # rejects an invalid name now, not at the first call
+        self._state = _State(backend)
+        try:
+            graph_module = fx.symbolic_trace(model)
+        except Exception as exc:  # fx raises many types for untraceable code
+            raise AutopruneError(
+                f"cannot trace {type(model).__name__} with torch.fx for the masked executor: {exc}"
+            ) from None
+        self.graph_module = graph_module
+        self._fused: dict[str, list[_FusedConv]] = {}
+        self._fuse()
+        if example_inputs is not None:
+            self._check_against(model, example_inputs)
+
+    @property
+    def backend(self) -> str:
+        return self._state.backend
+
+    @property
+    def conv_names(self) -> list[str]:
+        """Qualified names of the convs that accept a mask, in graph order."""
+        return list(self._fused)
+
+    def out_channels(self, name: str) -> int:
+        """Output channels of the conv ``name`` (the length its mask must have)."""
+        return self._fused[name][0]._src[0].out_channels
+
+    def _fuse(self) -> None:
+        gm = self.graph_module
+        modules = dict(gm.named_modules())
+        for node in list(gm.graph.nodes):
+            if node.op != "call_module" or not _is_plain_conv(modules[node.target]):
+                continue
+            conv = modules[node.target]
+            chain = [node]
+            bn = None
+            user = _sole_user(node)
+            if user is not None and user.op == "call_module" and _is_foldable_bn(modules[user.target]):
+                bn = modules[user.target]
+                chain.append(user)
+            act = "none"
+            user = _sole_user(chain[-1])
+            if user is not None and (found := _activation_of(user, modules)) is not None:
+                act = found
+                chain.append(user)
+            fused = _FusedConv(node.target, conv, bn, act, self._state)
+            fused_name = f"_fused_{sum(len(v) for v in self._fused.values())}"
+            gm.add_submodule(fused_name, fused)
+            with gm.graph.inserting_after(chain[-1]):
+                new = gm.graph.call_module(fused_name, (node.args[0],))
+            chain[-1].replace_all_uses_with(new)
+            for old in reversed(chain):
+                gm.graph.erase_node(old)
+            self._fused.setdefault(node.target, []).append(fused)
+        gm.graph.lint()
+        gm.recompile()
+
+    def _fused_list(self) -> list[_FusedConv]:
+        return [f for group in self._fused.values() for f in group]
+
+    def _check_against(self, model: nn.Module, example_inputs: torch.Tensor) -> None:
+        if model.training:
+            raise AutopruneError("the masked executor runs inference: call model.eval() before building it")
+        saved = self._state.backend
+        self._state.backend = "torch"
+        try:
+            with torch.no_grad():
+                expected = model(example_inputs)
+                got = self(example_inputs)
+        finally:
+            self._state.backend = saved
+        tol = 1e-3 if example_inputs.dtype == torch.float32 else 5e-2
+        if not isinstance(expected, torch.Tensor) or expected.shape != got.shape:
+            raise AutopruneError(
+                f"the masked executor's output does not match {type(model).__name__}'s: "
+                "the model's forward is not a single tensor"
+            )
+        err = (got.float() - expected.float()).abs().max().item()
+        if err > tol * (1.0 + expected.float().abs().max().item()):
+            raise AutopruneError(
+                f"the masked executor does not reproduce {type(model).__name__} (max abs error {err:.3g}); "
+                "its forward may do something torch.fx tracing cannot see"
+            )
+
+    def refresh(self) -> None:
+        """Re-fold every BN now (after parameter tensors were replaced rather than modified)."""
+        for fused in self._fused_list():
+            fused.refresh(force=True)
+
+    def prepare_masks(
+        self, out_masks: Mapping[str, torch.Tensor | ChannelMask], device: torch.device | str | None = None
+    ) -> PreparedMasks:
+        """Validate ``out_masks`` and convert them once, to reuse over many batches.
+
+        Keys are conv qualified names (see :attr:`conv_names`); values bool ``[out_channels]``
+        tensors, True where a channel is kept.
+        """
+        if device is None:
+            first = next(iter(self._fused.values()), None)
+            device = first[0]._src[0].weight.device if first else torch.device("cpu")
+        device = torch.device(device)
+        prepared: dict[str, ChannelMask] = {}
+        for name, mask in out_masks.items():
+            if name not in self._fused:
+                known = ", ".join(self._fused) or "none"
+                raise AutopruneError(f"no maskable conv named {name!r}; maskable convs: {known}")
+            channels = self.out_channels(name)
+            if not isinstance(mask, ChannelMask):
+                mask = torch.as_tensor(mask)
+                if mask.dtype != torch.bool or mask.shape != (channels,):
+                    raise AutopruneError(
+                        f"mask for {name!r} must be a bool tensor of shape ({channels},), "
+                        f"got {mask.dtype} of shape {tuple(mask.shape)}"
+                    )
+                mask = ChannelMask.from_bool(mask.to(device))
+            elif mask.channels != channels:
+                raise AutopruneError(f"mask for {name!r} has {mask.channels} entries, the conv {channels}")
+            prepared[name] = mask.to(device)
+        return PreparedMasks(prepared, device)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        out_masks: Mapping[str, torch.Tensor | ChannelMask] | PreparedMasks | None = None,
+    ) -> torch.Tensor:
+        """Logits of the masked network on ``x`` (no autograd)."""
+        if out_masks is None:
+            masks: dict[str, ChannelMask] = {}
+        elif isinstance(out_masks, PreparedMasks):
+            masks = (
+                out_masks.masks
+                if out_masks.device == x.device
+                else {k: m.to(x.device) for k, m in out_masks.masks.items()}
+            )
+        else:
+            masks = self.prepare_masks(out_masks, x.device).masks
+        self._state.masks = masks
+        try:
+            with torch.no_grad():
+                return self.graph_module(x)
+        finally:
+            self._state.masks = {}
