@@ -8,15 +8,18 @@ wide group can be several percent of the FLOPs), which two moves close:
 
 * fill: add one rounding step to the group the next α would grow first, while
   the plan stays under budget;
-* exchange: when no single step fits and the plan is still more than
-  ``TOLERANCE`` (0.5 %) under the binding budget, take the best "one step up in
-  group i, one step down in group j" that fits, then fill again.
+* neighbours: when no single step fits and the plan is still more than
+  ``TOLERANCE`` (0.5 %) under the binding budget, move to the best fitting plan a
+  few steps away (every "one up in i, k down in j" pair, plus seeded random
+  three-group moves), then fill again.
 
-Both are vectorized over all candidate moves with the cost model.
+Both are vectorized over all candidate moves with the cost model, and seeded, so
+the same preferences always give the same plan.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -30,6 +33,8 @@ from autoprune.space import PruningSpace
 
 MAX_STEPS = 40
 TOLERANCE = 0.005
+MAX_TRIPLE_MOVES = 200_000
+PATIENCE = 3
 
 
 @dataclass(frozen=True)
@@ -148,28 +153,41 @@ def _fill(
         channels = grown[int(np.argmax(np.where(ok, deficit, -np.inf)))]
 
 
-def _exchange(
-    space: PruningSpace, cost: CostModel, channels: np.ndarray, limits: tuple[float, float]
-) -> np.ndarray | None:
-    """The fitting one-step-up/one-step-down move of highest cost, if it beats ``channels``."""
+def _neighbours(space: PruningSpace, channels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Plans a few rounding steps away: "one step up in i, k <= 8 down in j" for every pair, and
+    moves of up to ±4 steps in three groups at once (all of them for small spaces, a seeded
+    sample otherwise): the cost lattice of a small net often needs three groups to move together
+    to land close to a budget."""
     n = len(channels)
     step = np.array([g.step for g in space.groups], dtype=np.int64)
-    up = np.minimum(channels + step, space.max_counts)
-    down = np.maximum(channels - step, space.min_counts)
-    # a count may sit below a full width that is not a multiple of step: step down to the grid
-    down = np.where(channels == space.max_counts, np.maximum(channels // step * step, space.min_counts), down)
     i, j = np.nonzero(~np.eye(n, dtype=bool))
-    moves = np.repeat(channels[None, :], len(i), axis=0)
-    moves[np.arange(len(i)), i] = up[i]
-    moves[np.arange(len(i)), j] = down[j]
-    changed = (up[i] != channels[i]) & (down[j] != channels[j])
-    ok = changed & _fits(cost, moves, limits)
-    if not ok.any():
-        return None
-    score = _binding_fraction(cost, moves, limits)
-    best = int(np.argmax(np.where(ok, score, -np.inf)))
-    current = _binding_fraction(cost, channels[None, :], limits)[0]
-    return moves[best] if score[best] > current else None
+    k = np.arange(1, 9)
+    pair_i, pair_j, pair_k = np.repeat(i, len(k)), np.repeat(j, len(k)), np.tile(k, len(i))
+    pairs = np.zeros((len(pair_i), n), dtype=np.int64)
+    rows = np.arange(len(pair_i))
+    pairs[rows, pair_i] = 1
+    pairs[rows, pair_j] = -pair_k
+    deltas = np.concatenate([pairs, _triple_moves(n, rng)])
+    grid_top = -(-channels // step) * step  # a full width off the step grid counts as on it
+    base = np.where(deltas < 0, grid_top, channels)
+    return np.clip(base + deltas * step, space.min_counts, space.max_counts)
+
+
+def _triple_moves(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Step deltas in [-4, 4] for three groups: every combination when few, else a sample."""
+    values = np.arange(-4, 5)
+    if n < 3:
+        return np.zeros((0, n), dtype=np.int64)
+    triples = np.array(list(itertools.combinations(range(n), 3)))
+    combos = np.array(list(itertools.product(values, repeat=3)))
+    if len(triples) * len(combos) > MAX_TRIPLE_MOVES:
+        triples = triples[rng.integers(0, len(triples), MAX_TRIPLE_MOVES)]
+        chosen = combos[rng.integers(0, len(combos), MAX_TRIPLE_MOVES)]
+    else:
+        triples, chosen = np.repeat(triples, len(combos), axis=0), np.tile(combos, (len(triples), 1))
+    moves = np.zeros((len(triples), n), dtype=np.int64)
+    np.put_along_axis(moves, triples, chosen, axis=1)
+    return moves
 
 
 def _binding_fraction(cost: CostModel, channels: np.ndarray, limits: tuple[float, float]) -> np.ndarray:
@@ -186,17 +204,23 @@ def _close_gap(
     channels: np.ndarray,
     target_ratios: np.ndarray,
     limits: tuple[float, float],
-    max_exchanges: int = 20,
 ) -> np.ndarray:
-    """Fill, then exchange and refill until within ``TOLERANCE`` of the binding budget (or stuck)."""
+    """Fill, then move to the best fitting neighbour and refill until within ``TOLERANCE``
+    of the binding budget, or until ``PATIENCE`` rounds bring nothing better."""
+    rng = np.random.default_rng(0)  # deterministic: the same preferences give the same plan
     channels = _fill(space, cost, channels, target_ratios, limits)
-    for _ in range(max_exchanges):
-        if _binding_fraction(cost, channels[None, :], limits)[0] >= 1.0 - TOLERANCE:
-            break
-        moved = _exchange(space, cost, channels, limits)
-        if moved is None:
-            break
-        channels = _fill(space, cost, moved, target_ratios, limits)
+    current = _binding_fraction(cost, channels[None, :], limits)[0]
+    idle = 0
+    while current < 1.0 - TOLERANCE and idle < PATIENCE:
+        moves = _neighbours(space, channels, rng)
+        ok = _fits(cost, moves, limits)
+        score = np.where(ok, _binding_fraction(cost, moves, limits), -np.inf)
+        best = int(np.argmax(score))
+        if score[best] <= current:
+            idle += 1
+            continue
+        channels = _fill(space, cost, moves[best], target_ratios, limits)
+        current, idle = _binding_fraction(cost, channels[None, :], limits)[0], 0
     return channels
 
 

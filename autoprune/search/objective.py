@@ -38,15 +38,16 @@ FLOPS_TARGET = "flops_target"
 class SearchSpaceSpec:
     """What the trial samples: per-group or per-stage multipliers around the prior."""
 
-    space: PruningSpace
+    group_ids: list[str]
+    group_stages: list[int]
     prior_log: np.ndarray
     mode: str = "group"
     multiplier_range: float = MULTIPLIER_RANGE
 
     def param_names(self) -> list[str]:
         if self.mode == "group":
-            return [f"m:{g.id}" for g in self.space.groups]
-        return [f"m:stage{s}" for s in sorted({g.stage for g in self.space.groups})]
+            return [f"m:{g}" for g in self.group_ids]
+        return [f"m:stage{s}" for s in self._stages()]
 
     def has_prior(self) -> bool:
         return bool(np.any(self.prior_log != self.prior_log[0]))
@@ -58,7 +59,7 @@ class SearchSpaceSpec:
             m = np.array([trial.suggest_float(name, -w, w) for name in self.param_names()])
         else:
             per_stage = {s: trial.suggest_float(f"m:stage{s}", -w, w) for s in self._stages()}
-            m = np.array([per_stage[g.stage] for g in self.space.groups])
+            m = np.array([per_stage[s] for s in self.group_stages])
         return np.exp(weight * self.prior_log + m)
 
     def seed_params(self) -> list[dict[str, float]]:
@@ -69,7 +70,7 @@ class SearchSpaceSpec:
         return [{PRIOR_WEIGHT: 1.0, **zeros}, {PRIOR_WEIGHT: 0.0, **zeros}]
 
     def _stages(self) -> list[int]:
-        return sorted({g.stage for g in self.space.groups})
+        return sorted(set(self.group_stages))
 
 
 class PlanObjective:
@@ -77,6 +78,7 @@ class PlanObjective:
 
     def __init__(
         self,
+        space: PruningSpace,
         spec: SearchSpaceSpec,
         budget: Budget,
         proxy: Proxy,
@@ -85,14 +87,15 @@ class PlanObjective:
         artifact_store: optuna.artifacts.FileSystemArtifactStore | None,
         multi_objective: bool = False,
     ) -> None:
+        self.space = space
         self.spec = spec
         self.budget = budget
         self.proxy = proxy
         self.r_min = r_min
-        self.cost = CostModel(spec.space)
+        self.cost = CostModel(space)
         self.artifact_store = artifact_store
         self.multi_objective = multi_objective
-        smallest = spec.space.channels_from_ratios(np.full((1, len(spec.space.groups)), r_min))
+        smallest = space.channels_from_ratios(np.full((1, len(space.groups)), r_min))
         self.min_flops_ratio = float(self.cost.flops(smallest)[0] / self.cost.dense_flops)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
@@ -102,7 +105,7 @@ class PlanObjective:
             upper = flops if flops is not None else 1.0
             flops = trial.suggest_float(FLOPS_TARGET, min(self.min_flops_ratio * 1.01, upper), upper)
         projection = project_to_budget(
-            self.spec.space,
+            self.space,
             prefs,
             flops=flops,
             params=self.budget.params,
@@ -122,7 +125,7 @@ class PlanObjective:
         return score.accuracy
 
     def _record(self, trial: optuna.Trial, projection) -> None:
-        space = self.spec.space
+        space = self.space
         channels = projection.plan.channels
         kept = {g.id: channels[g.id] / g.channels for g in space.groups}
         trial.set_user_attr("channels", channels)
@@ -141,7 +144,7 @@ class PlanObjective:
             self._upload_chart(trial, kept)
 
     def _upload_chart(self, trial: optuna.Trial, kept: dict[str, float]) -> None:
-        groups = self.spec.space.groups
+        groups = self.space.groups
         with tempfile.TemporaryDirectory() as tmp:
             path = keep_ratio_chart(
                 Path(tmp) / f"keep_ratios_trial{trial.number}.png",

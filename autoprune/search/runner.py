@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
+from optuna.exceptions import ExperimentalWarning
 
 from autoprune.budget import Budget, project_to_budget
 from autoprune.checkpoint import file_sha256, load_model, versions
@@ -253,6 +255,7 @@ def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Repo
         input_size=ckpt.meta["input_size"],
         num_classes=ckpt.meta["num_classes"],
         group_ids=[g.id for g in space.groups],
+        group_stages=[g.stage for g in space.groups],
         preferences=[float(p) for p in preferences],
         uniform_channels=[int(uniform.plan.channels[g.id]) for g in space.groups],
         versions=versions(),
@@ -308,19 +311,20 @@ def _create_study(
         pruner=create_pruner(config.pruner),
         directions=["maximize", "minimize"] if multi else ["maximize"],
     )
-    study.set_metric_names(["proxy_accuracy", "flops_ratio"] if multi else ["proxy_accuracy"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        study.set_metric_names(["proxy_accuracy", "flops_ratio"] if multi else ["proxy_accuracy"])
     study.set_user_attr(CONFIG_ATTR, stored)
     for key in ("arch", "dataset", "budget", "checkpoint_sha256", "versions"):
         study.set_user_attr(key, stored[key])
-    spec = _spec(stored, None)
-    for params in spec.seed_params():
+    for params in _spec(stored).seed_params():
         study.enqueue_trial(params, skip_if_exists=True)
     return study
 
 
-def _spec(stored: dict[str, Any], space: PruningSpace | None) -> SearchSpaceSpec:
+def _spec(stored: dict[str, Any]) -> SearchSpaceSpec:
     prefs = np.asarray(stored["preferences"])
-    return SearchSpaceSpec(space, prior_log(prefs), stored["space"])  # type: ignore[arg-type]
+    return SearchSpaceSpec(stored["group_ids"], stored["group_stages"], prior_log(prefs), stored["space"])
 
 
 def _objective(
@@ -349,10 +353,10 @@ def _objective(
     )
     search = EvalBatches.from_dataset(splits.search, stored["batch_size"], stored["search_images"])
     proxy = RecalProxy(model, space, recal, search, device=device, criterion=stored["criterion"])
-    spec = _spec(stored, space)
     return (
         PlanObjective(
-            spec,
+            space,
+            _spec(stored),
             Budget(**stored["budget"]),
             proxy,
             r_min=stored["r_min"],
