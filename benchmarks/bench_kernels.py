@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/bench_kernels.py            # everything this machine can measure
 
-CPU: every numba kernel that dispatch uses (``NUMBA_OPS``) against the torch
-path, per op at MobileNetV2 / ResNet-20 CIFAR layer shapes, with the ratio, then
+CPU: every numba kernel module present in ``autoprune.kernels`` (called directly,
+whether or not dispatch uses it) against the torch path, per op at MobileNetV2 /
+ResNet-20 CIFAR layer shapes, with the ratio and what ``auto`` dispatch picks; then
 the masked executor end to end (auto vs torch).
 CUDA: Triton fused vs unfused torch/cuDNN per op (fp32 and fp16), then end-to-end
 masked MobileNetV2 evaluation (images/s) through the masked executor with the
@@ -15,11 +16,15 @@ warm-up; nothing here is estimated.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 
@@ -74,70 +79,93 @@ def time_cuda(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def op_cases(batch: int, device: torch.device, dtype: torch.dtype, gen: torch.Generator):
-    """(op, label, call(backend), input) for every benchmarked shape, with half the channels masked."""
+@dataclass
+class Case:
+    """One op at one shape, half of its output channels masked."""
+
+    op: str
+    label: str
+    x: torch.Tensor
+    scale: torch.Tensor
+    shift: torch.Tensor
+    mask: kernels.ChannelMask
+    act: str
+    weight: torch.Tensor | None = None
+    stride: int = 1
+
+    def run(self, backend: str) -> torch.Tensor:
+        """Through the public op, with ``backend`` forced."""
+        if self.op == "pointwise":
+            return kernels.pointwise_conv_bn_act(
+                self.x, self.weight, self.scale, self.shift, self.act, self.mask, backend=backend
+            )
+        if self.op == "depthwise":
+            return kernels.depthwise_conv_bn_act(
+                self.x, self.weight, self.scale, self.shift, self.stride, self.act, self.mask, backend=backend
+            )
+        return kernels.bn_mask_act(self.x, self.scale, self.shift, self.act, self.mask, backend=backend)
+
+    def run_numba(self, module: ModuleType) -> torch.Tensor:
+        """The numba kernel module directly, whether or not dispatch uses it."""
+        code = kernels.ACTIVATIONS.index(self.act)
+        if self.op == "pointwise":
+            return module.pointwise(self.x, self.weight, self.scale, self.shift, code, self.mask, self.stride)
+        if self.op == "depthwise":
+            return module.depthwise(self.x, self.weight, self.scale, self.shift, self.stride, code, self.mask)
+        return module.bn_act(self.x, self.scale, self.shift, code, self.mask)
+
+
+def op_cases(batch: int, device: torch.device, dtype: torch.dtype, gen: torch.Generator) -> list[Case]:
+    """Every benchmarked op and shape."""
 
     def rand(*shape):
         return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
 
-    def affine(c):
-        return (torch.rand(c, generator=gen) + 0.5).to(device), torch.randn(c, generator=gen).to(device)
+    def common(c):
+        scale = (torch.rand(c, generator=gen) + 0.5).to(device)
+        shift = torch.randn(c, generator=gen).to(device)
+        mask = kernels.ChannelMask.from_bool((torch.rand(c, generator=gen) < 0.5).to(device))
+        return {"scale": scale, "shift": shift, "mask": mask}
 
-    def half_mask(c):
-        return kernels.ChannelMask.from_bool((torch.rand(c, generator=gen) < 0.5).to(device))
-
-    pointwise = kernels.pointwise_conv_bn_act
     cases = []
     for cin, cout, h in POINTWISE_SHAPES:
-        x, w, (s, t), m = rand(batch, cin, h, h), rand(cout, cin), affine(cout), half_mask(cout)
-        cases.append(
-            (
-                "pointwise",
-                f"{cin}->{cout} @{h}x{h}",
-                lambda b, x=x, w=w, s=s, t=t, m=m: pointwise(x, w, s, t, "relu6", m, backend=b),
-                x,
-            )
-        )
+        x, w = rand(batch, cin, h, h), rand(cout, cin)
+        cases.append(Case("pointwise", f"{cin}->{cout} @{h}x{h}", x, **common(cout), act="relu6", weight=w))
     for c, h, stride in DEPTHWISE_SHAPES:
-        x, w, (s, t), m = rand(batch, c, h, h), rand(c, 1, 3, 3), affine(c), half_mask(c)
-        cases.append(
-            (
-                "depthwise",
-                f"{c} @{h}x{h} s{stride}",
-                lambda b, x=x, w=w, s=s, t=t, m=m, st=stride: kernels.depthwise_conv_bn_act(
-                    x, w, s, t, st, "relu6", m, backend=b
-                ),
-                x,
-            )
-        )
+        x, w = rand(batch, c, h, h), rand(c, 1, 3, 3)
+        label = f"{c} @{h}x{h} s{stride}"
+        cases.append(Case("depthwise", label, x, **common(c), act="relu6", weight=w, stride=stride))
     for c, h in BN_ACT_SHAPES:
-        x, (s, t), m = rand(batch, c, h, h), affine(c), half_mask(c)
-        cases.append(
-            (
-                "bn_act",
-                f"{c} @{h}x{h}",
-                lambda b, x=x, s=s, t=t, m=m: kernels.bn_mask_act(x, s, t, "relu", m, backend=b),
-                x,
-            )
-        )
+        cases.append(Case("bn_act", f"{c} @{h}x{h}", rand(batch, c, h, h), **common(c), act="relu"))
     return cases
 
 
+def numba_modules() -> dict[str, ModuleType]:
+    """op → its numba kernel module, for every one present in the package."""
+    found = {}
+    for op in kernels.dispatch.OPS:
+        name = f"autoprune.kernels.numba_{op}"
+        if importlib.util.find_spec(name) is not None:
+            found[op] = importlib.import_module(name)
+    return found
+
+
 def bench_cpu(batch: int, repeats: int) -> None:
-    print(f"\n## CPU: numba vs torch (batch {batch}, fp32, half the channels masked)")
-    if not kernels.NUMBA_OPS:
-        print("no numba kernel is dispatched (none beat torch); nothing to compare")
+    print(f"\n## CPU: numba kernel vs torch path (batch {batch}, fp32, half the channels masked)")
+    modules = numba_modules()
+    if not modules:
+        print("no numba kernel in the package; nothing to compare")
         return
     print(f"{'op':<10} {'shape':<20} {'numba ms':>10} {'torch ms':>10} {'torch/numba':>12}  auto picks")
     gen = torch.Generator().manual_seed(0)
-    for op, label, call, x in op_cases(batch, torch.device("cpu"), torch.float32, gen):
-        if op not in kernels.NUMBA_OPS:
+    for case in op_cases(batch, torch.device("cpu"), torch.float32, gen):
+        if case.op not in modules:
             continue
-        numba_ms = time_cpu(lambda call=call: call("numba"), repeats)
-        torch_ms = time_cpu(lambda call=call: call("torch"), repeats)
-        picks = kernels.resolve_backend(op, x, "auto")
+        numba_ms = time_cpu(lambda case=case: case.run_numba(modules[case.op]), repeats)
+        torch_ms = time_cpu(lambda case=case: case.run("torch"), repeats)
+        picks = kernels.resolve_backend(case.op, case.x, "auto")
         ratio = torch_ms / numba_ms
-        print(f"{op:<10} {label:<20} {numba_ms:>10.3f} {torch_ms:>10.3f} {ratio:>11.2f}x  {picks}")
+        print(f"{case.op:<10} {case.label:<20} {numba_ms:>10.3f} {torch_ms:>10.3f} {ratio:>11.2f}x  {picks}")
 
 
 def bench_cpu_end_to_end(batch: int, repeats: int) -> None:
@@ -164,9 +192,10 @@ def bench_gpu_ops(batch: int, repeats: int) -> None:
     device = torch.device("cuda")
     for dtype in (torch.float32, torch.float16):
         gen = torch.Generator().manual_seed(0)
-        for op, label, call, _ in op_cases(batch, device, dtype, gen):
-            triton_ms = time_cuda(lambda call=call: call("triton"), repeats)
-            torch_ms = time_cuda(lambda call=call: call("torch"), repeats)
+        for case in op_cases(batch, device, dtype, gen):
+            op, label = case.op, case.label
+            triton_ms = time_cuda(lambda case=case: case.run("triton"), repeats)
+            torch_ms = time_cuda(lambda case=case: case.run("torch"), repeats)
             name = str(dtype).removeprefix("torch.")
             ratio = torch_ms / triton_ms
             print(f"{op:<10} {label:<20} {name:<9} {triton_ms:>10.3f} {torch_ms:>10.3f} {ratio:>12.2f}x")
@@ -224,10 +253,16 @@ def main() -> None:
     parser.add_argument("--cpu-batch", type=int, default=32)
     parser.add_argument("--gpu-batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and numba")
     args = parser.parse_args()
+    if args.threads:
+        import numba
+
+        torch.set_num_threads(args.threads)
+        numba.set_num_threads(args.threads)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     print(f"# bench_kernels: {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}")
-    print(f"# torch threads {torch.get_num_threads()}, GPU: {gpu}")
+    print(f"# CPU threads (torch and numba) {torch.get_num_threads()}, GPU: {gpu}")
     bench_cpu(args.cpu_batch, args.repeats)
     bench_cpu_end_to_end(args.cpu_batch, max(3, args.repeats // 4))
     bench_gpu_ops(args.gpu_batch, args.repeats)

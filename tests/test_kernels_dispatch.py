@@ -1,0 +1,79 @@
+"""Which backend runs an op: device, measured winners, the AUTOPRUNE_KERNELS override, lazy imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+
+import pytest
+import torch
+from autoprune.kernels import dispatch
+from autoprune.kernels.dispatch import resolve_backend
+
+from autoprune import AutopruneError
+
+
+def _fake_cuda_tensor(dtype=torch.float32):
+    """Enough of a CUDA tensor for dispatch, which looks only at the device and the dtype."""
+    return types.SimpleNamespace(
+        is_cuda=True, device=torch.device("cuda", 0), dtype=dtype, shape=(1, 4, 8, 8)
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_override(monkeypatch):
+    monkeypatch.delenv("AUTOPRUNE_KERNELS", raising=False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+
+def test_auto_picks_triton_on_cuda_and_measured_winners_on_cpu():
+    for op in dispatch.OPS:
+        assert resolve_backend(op, _fake_cuda_tensor()) == "triton"
+        assert resolve_backend(op, _fake_cuda_tensor(torch.float16)) == "triton"
+        assert resolve_backend(op, _fake_cuda_tensor(torch.float64)) == "torch"
+    big, small = torch.empty(1, 2, 32, 32), torch.empty(1, 2, 8, 8)
+    assert resolve_backend("bn_act", small) == "numba"
+    assert resolve_backend("depthwise", big) == "numba"
+    assert resolve_backend("depthwise", small) == "torch"  # numba lost to oneDNN on small planes
+    assert resolve_backend("pointwise", big) == "torch"  # no numba kernel won
+    assert resolve_backend("bn_act", small.half()) == "torch"
+
+
+def test_environment_overrides_auto_and_an_argument_overrides_the_environment(monkeypatch):
+    x = torch.empty(1, 2, 32, 32)
+    monkeypatch.setenv("AUTOPRUNE_KERNELS", "torch")
+    assert resolve_backend("bn_act", x) == "torch"
+    assert resolve_backend("bn_act", x, "auto") == "torch"
+    assert resolve_backend("bn_act", x, "numba") == "numba"
+    monkeypatch.setenv("AUTOPRUNE_KERNELS", " NUMBA ")
+    assert resolve_backend("depthwise", torch.empty(1, 2, 4, 4)) == "numba"  # forced: used at any size
+    assert resolve_backend("pointwise", x) == "torch"  # no numba kernel for this op
+
+
+def test_invalid_override_is_a_user_error(monkeypatch):
+    monkeypatch.setenv("AUTOPRUNE_KERNELS", "cuda")
+    with pytest.raises(AutopruneError, match="AUTOPRUNE_KERNELS='cuda'.*auto, triton, numba, torch"):
+        resolve_backend("bn_act", torch.empty(1, 1, 1, 1))
+    with pytest.raises(AutopruneError, match="backend='fast'"):
+        resolve_backend("bn_act", torch.empty(1, 1, 1, 1), "fast")
+
+
+def test_backend_on_the_wrong_device_is_a_user_error(monkeypatch):
+    with pytest.raises(AutopruneError, match="TRITON_INTERPRET=1"):
+        resolve_backend("pointwise", torch.empty(1, 1, 1, 1), "triton")
+    with pytest.raises(AutopruneError, match="numba kernels run on CPU tensors"):
+        resolve_backend("bn_act", _fake_cuda_tensor(), "numba")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert resolve_backend("pointwise", torch.empty(1, 1, 1, 1), "triton") == "triton"
+
+
+def test_importing_the_kernels_loads_neither_numba_nor_triton_kernels():
+    code = (
+        "import sys, autoprune.kernels, autoprune.executor\n"
+        "loaded = [m for m in sys.modules if m == 'numba' or m.startswith(('autoprune.kernels.triton',"
+        " 'autoprune.kernels.numba'))]\n"
+        "print(loaded)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
