@@ -33,7 +33,7 @@ from autoprune.space import PruningSpace
 
 MAX_STEPS = 40
 TOLERANCE = 0.005
-MAX_TRIPLE_MOVES = 200_000
+MAX_TRIPLE_MOVES = 30_000
 PATIENCE = 3
 
 
