@@ -35,21 +35,22 @@ Segs = tuple[tuple[int, int, int], ...]
 class _Terms:
     """Dense coefficient matrices of a sum of products of linear forms."""
 
-    a: np.ndarray  # (T, G)
+    a: np.ndarray  # (G, T)
     a0: np.ndarray  # (T,)
-    b: np.ndarray  # (T, G)
+    b: np.ndarray  # (G, T)
     b0: np.ndarray  # (T,)
     w: np.ndarray  # (T,)
     blocks: np.ndarray  # (B, T) bool: term lies inside block
 
     def evaluate(self, n: np.ndarray, removed: np.ndarray | None) -> np.ndarray:
-        left = n @ self.a.T + self.a0
-        right = n @ self.b.T + self.b0
+        # einsum, not @: tiny products are much faster without BLAS threads on busy machines
+        left = np.einsum("pg,gt->pt", n, self.a) + self.a0
+        right = np.einsum("pg,gt->pt", n, self.b) + self.b0
         prod = left * right
         if removed is not None and removed.any():
-            dead = (removed.astype(np.float64) @ self.blocks) > 0
+            dead = np.einsum("pb,bt->pt", removed.astype(np.float64), self.blocks) > 0
             prod = np.where(dead, 0.0, prod)
-        return np.rint(prod @ self.w).astype(np.int64)
+        return np.rint(np.einsum("pt,t->p", prod, self.w)).astype(np.int64)
 
 
 class _TermBuilder:
@@ -81,20 +82,37 @@ class _TermBuilder:
             self.rows.append((left[0], left[1], right[0], right[1], float(w), scope))
 
     def build(self) -> _Terms:
-        t = max(len(self.rows), 1)
+        """Dense matrices, after merging terms: every term whose right side is the constant 1
+        (or left side) folds into one linear term per block signature, and bilinear terms with
+        equal forms add up, so a plan costs a handful of dot products."""
+        merged: dict[tuple, list] = {}
+        for ac, ak, bc, bk, wt, scope in self.rows:
+            sig = tuple(
+                j for j, name in enumerate(self.block_names) if scope == name or scope.startswith(name + ".")
+            )
+            if not bc or not ac:  # one side constant: linear in n
+                (lin, k0), scale = ((ac, ak), bk) if not bc else ((bc, bk), ak)
+                acc = merged.setdefault(("lin", sig), [{}, 0.0, {}, 1.0, 1.0, sig])
+                for gi, c in lin.items():
+                    acc[0][gi] = acc[0].get(gi, 0.0) + c * scale * wt
+                acc[1] += k0 * scale * wt
+                continue
+            key = ("bi", sig, tuple(sorted(ac.items())), ak, tuple(sorted(bc.items())), bk)
+            acc = merged.setdefault(key, [ac, ak, bc, bk, 0.0, sig])
+            acc[4] += wt
+        rows = list(merged.values())
+        t = max(len(rows), 1)
         a, b = np.zeros((t, self.g)), np.zeros((t, self.g))
         a0, b0, w = np.zeros(t), np.zeros(t), np.zeros(t)
         blocks = np.zeros((len(self.block_names), t))
-        for i, (ac, ak, bc, bk, wt, scope) in enumerate(self.rows):
+        for i, (ac, ak, bc, bk, wt, sig) in enumerate(rows):
             for gi, c in ac.items():
                 a[i, gi] = c
             for gi, c in bc.items():
                 b[i, gi] = c
             a0[i], b0[i], w[i] = ak, bk, wt
-            for j, name in enumerate(self.block_names):
-                if scope == name or scope.startswith(name + "."):
-                    blocks[j, i] = 1.0
-        return _Terms(a, a0, b, b0, w, blocks)
+            blocks[list(sig), i] = 1.0
+        return _Terms(np.ascontiguousarray(a.T), a0, np.ascontiguousarray(b.T), b0, w, blocks)
 
 
 ONE = ({}, 1.0)
