@@ -1,0 +1,584 @@
+"""Computing sensitivities: the cached (fast) path, the naive reference, adaptive stopping.
+
+Both paths score the same *variants* of each unit (one per seed for SR-init, one
+per (seed, sigma) for SBPF) on the same images in the same chunks, and reduce
+per-image correctness and cross-entropy the same way, so their values are equal
+whenever the logits are: the cached path only skips recomputing the clean
+prefix in front of each unit.
+
+Cached path, per chunk of images: advance the clean pass from cut to cut (a cut
+is the first graph node that reads a unit's tensors; units are visited in
+network order); at each cut run every variant of every unit there from the
+cached live values to the logits; finish the clean pass for acc0. All seeds of
+a unit share the cached prefix, the generated sub-modules are built once per cut
+and the perturbed tensors once per (unit, variant). Memory holds one cut's
+values per chunk plus one pass's working set; ``max_memory`` sets the chunk.
+
+Adaptive mode (:class:`Adaptive`): images come in small chunks; after each one a
+unit *retires* (stops being evaluated) once, against every other unit, the 95 %
+interval of the paired per-image difference of their drops either excludes 0
+(the order is settled) or lies inside +-``resolution`` (they are tied for
+practical purposes), with at least ``min_images`` seen. The run stops when every
+unit retired or the image budget is spent; each unit records its own image count.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from autoprune.errors import AutopruneError
+from autoprune.progress import SILENT, Reporter
+from autoprune.sensitivity.engine import Engine
+from autoprune.sensitivity.result import METHODS, Sensitivity, UnitSensitivity
+from autoprune.sensitivity.units import (
+    Initializer,
+    Overrides,
+    Unit,
+    bn_gamma_value,
+    sbpf_overrides,
+    sr_init_overrides,
+    units_from_space,
+)
+
+DEFAULT_SIGMAS = (0.1, 0.25, 0.5)
+DEFAULT_MAX_MEMORY = 4 * 2**30
+"""4 GiB for cached activations and one pass: a sixth of a 24 GB machine."""
+MAX_CHUNK = 1024
+"""Larger batches do not run faster on CPU and only cost memory."""
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    """Adaptive sample size: see the module docstring."""
+
+    chunk: int = 128
+    min_images: int = 256
+    z: float = 1.96
+    resolution: float = 0.01
+
+
+@dataclass(frozen=True)
+class _Variant:
+    seed: int
+    sigma: float | None
+
+
+Data = Dataset | tuple[torch.Tensor, torch.Tensor]
+
+
+def compute_sensitivity(
+    model: nn.Module,
+    space,
+    data: Data | None = None,
+    *,
+    method: str = "sr-init",
+    unit: str = "block",
+    seeds: int | Sequence[int] = 3,
+    sigmas: Sequence[float] = DEFAULT_SIGMAS,
+    images: int | None = None,
+    arch: str | None = None,
+    initializer: Initializer | None = None,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    chunk_size: int | None = None,
+    adaptive: bool | Adaptive = False,
+    fold_bn: bool = True,
+    channels_last: bool = True,
+    device: torch.device | str = "cpu",
+    data_seed: int = 0,
+    naive: bool = False,
+    checkpoint_sha256: str | None = None,
+    dataset: str | None = None,
+    reporter: Reporter = SILENT,
+) -> Sensitivity:
+    """Sensitivity of every unit of ``model`` (block or channel group of ``space``).
+
+    ``data``: the search split, a Dataset of (image, label) or an (images, labels)
+    pair; the first ``images`` of a seeded permutation (``data_seed``) are used.
+    ``method``: sr-init, sbpf or bn-gamma (no data). ``seeds``: a count (seeds
+    0..n-1) or explicit seeds. ``initializer``: SR-init's redraw, default the
+    architecture's own (:func:`autoprune.models.initializer_for`). ``naive``:
+    rerun the whole network for every unit and variant (the reference; with
+    ``fold_bn=False, channels_last=False`` it calls the original module).
+    ``fold_bn``/``channels_last``: see :mod:`autoprune.sensitivity.engine`.
+    """
+    start = time.perf_counter()
+    seed_list = _seed_list(seeds)
+    sigma_list = [float(s) for s in sigmas]
+    _check_args(method, sigma_list, images, max_memory, chunk_size)
+    cfg = _adaptive_config(adaptive)
+    if cfg is not None and naive:
+        raise AutopruneError("the naive reference evaluates every image; it has no adaptive mode")
+    device = torch.device(device)
+    ref = copy.deepcopy(model).eval().to(device)
+    units = units_from_space(space, unit, ref)
+    arch = arch or getattr(space, "arch", None)
+    header = {
+        "method": method,
+        "unit": unit,
+        "arch": arch,
+        "input_size": getattr(space, "input_size", None),
+        "num_classes": getattr(space, "num_classes", None),
+        "checkpoint_sha256": checkpoint_sha256,
+        "model_sha256": state_sha256(ref),
+        "dataset": dataset,
+    }
+    if method == "bn-gamma":
+        return _bn_gamma(ref, units, header, start)
+    if data is None:
+        raise AutopruneError(f"{method} needs data (the search split)")
+    if initializer is None:
+        from autoprune.models import initializer_for
+
+        initializer = initializer_for(arch or "")
+    variants = _variants(method, seed_list, sigma_list)
+    dataset_ = _as_dataset(data)
+    order = _order(len(dataset_), images, data_seed)
+    plain = naive and not fold_bn and not channels_last
+    engine = None if plain else Engine(ref, fold_bn=fold_bn, channels_last=channels_last, device=device)
+
+    def raw_overrides(u: Unit, v: _Variant) -> Overrides:
+        with torch.no_grad():
+            if method == "sr-init":
+                return sr_init_overrides(ref, u, v.seed, initializer)
+            return sbpf_overrides(ref, u, v.seed, float(v.sigma))
+
+    perturb = raw_overrides if engine is None else (lambda u, v: engine.derive(raw_overrides(u, v)))
+    chunk = _chunk_size(engine, dataset_, order, chunk_size, max_memory, cfg)
+    scores = _Scores(units, len(variants), len(order))
+    if naive:
+        _run_naive(ref, engine, units, variants, perturb, dataset_, order, chunk, device, scores, reporter)
+    else:
+        assert engine is not None
+        _run_cached(
+            engine, units, variants, perturb, dataset_, order, chunk, max_memory, scores, cfg, reporter
+        )
+    engine_info = {
+        "cached": not naive,
+        "fold_bn": fold_bn,
+        "channels_last": channels_last,
+        "chunk": chunk,
+        "device": str(device),
+    }
+    return _assemble(
+        header, units, variants, method, seed_list, sigma_list, scores, len(dataset_), cfg, engine_info, start
+    )
+
+
+def compute_sensitivity_naive(model: nn.Module, space, data: Data, **kwargs) -> Sensitivity:
+    """The naive reference: :func:`compute_sensitivity` with ``naive=True``."""
+    return compute_sensitivity(model, space, data, naive=True, **kwargs)
+
+
+# ------------------------------------------------------------------- arguments
+
+
+def _seed_list(seeds: int | Sequence[int]) -> list[int]:
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise AutopruneError(f"seeds must be >= 1, got {seeds}")
+        return list(range(seeds))
+    out = [int(s) for s in seeds]
+    if not out:
+        raise AutopruneError("seeds must not be empty")
+    if len(set(out)) != len(out):
+        raise AutopruneError(f"seeds must be distinct, got {out}")
+    return out
+
+
+def _check_args(
+    method: str, sigmas: list[float], images: int | None, max_memory: int, chunk_size: int | None
+) -> None:
+    if method not in METHODS:
+        raise AutopruneError(f"unknown sensitivity method {method!r}; valid: {', '.join(METHODS)}")
+    if method == "sbpf" and (not sigmas or any(not s > 0 or math.isinf(s) for s in sigmas)):
+        raise AutopruneError(f"sbpf needs positive sigmas, got {sigmas}")
+    if images is not None and images < 1:
+        raise AutopruneError(f"images must be >= 1, got {images}")
+    if max_memory < 1:
+        raise AutopruneError(f"max_memory must be positive, got {max_memory}")
+    if chunk_size is not None and chunk_size < 1:
+        raise AutopruneError(f"chunk size must be >= 1, got {chunk_size}")
+
+
+def _adaptive_config(adaptive: bool | Adaptive) -> Adaptive | None:
+    if adaptive is True:
+        return Adaptive()
+    if not adaptive:
+        return None
+    if adaptive.chunk < 1 or adaptive.min_images < 1 or adaptive.z <= 0 or adaptive.resolution < 0:
+        raise AutopruneError(f"invalid adaptive settings {adaptive}")
+    return adaptive
+
+
+def _variants(method: str, seeds: list[int], sigmas: list[float]) -> list[_Variant]:
+    if method == "sr-init":
+        return [_Variant(s, None) for s in seeds]
+    return [_Variant(s, sigma) for s in seeds for sigma in sigmas]
+
+
+def _as_dataset(data: Data) -> Dataset:
+    if isinstance(data, tuple):
+        images, labels = data
+        if len(images) != len(labels):
+            raise AutopruneError(f"{len(images)} images but {len(labels)} labels")
+        return TensorDataset(images, labels)
+    return data
+
+
+def _order(n: int, images: int | None, seed: int) -> list[int]:
+    """A seeded permutation of the data, cut to ``images``."""
+    if n == 0:
+        raise AutopruneError("the data is empty")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return perm[: min(images or n, n)]
+
+
+def _chunk_size(
+    engine: Engine | None,
+    dataset: Dataset,
+    order: list[int],
+    chunk_size: int | None,
+    max_memory: int,
+    cfg: Adaptive | None,
+) -> int:
+    if chunk_size is None:
+        chunk_size = MAX_CHUNK
+        if engine is not None:
+            x, _ = dataset[order[0]]
+            per_image = engine.bytes_per_image(torch.stack([torch.as_tensor(x)] * 2))
+            chunk_size = max(1, min(MAX_CHUNK, int(max_memory // (per_image * 1.25))))
+    if cfg is not None:
+        chunk_size = min(chunk_size, cfg.chunk)
+    return max(1, min(chunk_size, len(order)))
+
+
+def _chunks(dataset: Dataset, order: list[int], size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, labels) batches of ``size`` in ``order``."""
+    from autoprune.data import make_loader
+
+    if isinstance(dataset, TensorDataset):
+        images, labels = dataset.tensors
+        for i in range(0, len(order), size):
+            idx = torch.tensor(order[i : i + size])
+            yield images[idx], labels[idx]
+        return
+    yield from make_loader(Subset(dataset, order), size)
+
+
+def state_sha256(model: nn.Module) -> str:
+    """A hash of ``model``'s state (names, shapes, dtypes and bytes)."""
+    h = hashlib.sha256()
+    for key, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------- scores
+
+
+class _Scores:
+    """Per-image correctness and cross-entropy: clean, and per unit and variant."""
+
+    def __init__(self, units: list[Unit], n_variants: int, n_images: int) -> None:
+        self.index = {u.id: i for i, u in enumerate(units)}
+        self.correct0 = np.zeros(n_images, dtype=bool)
+        self.loss0 = np.zeros(n_images, dtype=np.float32)
+        self.correct = np.zeros((len(units), n_variants, n_images), dtype=bool)
+        self.loss = np.zeros((len(units), n_variants, n_images), dtype=np.float32)
+        self.seen = np.zeros(len(units), dtype=np.int64)
+        self.seen0 = 0
+
+    def clean(self, at: int, logits: torch.Tensor, y: torch.Tensor) -> None:
+        c, loss = _score(logits, y)
+        self.correct0[at : at + len(c)] = c
+        self.loss0[at : at + len(c)] = loss
+        self.seen0 = max(self.seen0, at + len(c))
+
+    def unit(self, unit_id: str, variant: int, at: int, logits: torch.Tensor, y: torch.Tensor) -> None:
+        c, loss = _score(logits, y)
+        i = self.index[unit_id]
+        self.correct[i, variant, at : at + len(c)] = c
+        self.loss[i, variant, at : at + len(c)] = loss
+        self.seen[i] = max(self.seen[i], at + len(c))
+
+    def drops(self, i: int) -> np.ndarray:
+        """Per-image accuracy drop of unit ``i`` (clean minus the mean over variants)."""
+        n = int(self.seen[i])
+        return self.correct0[:n].astype(np.float64) - self.correct[i, :, :n].mean(axis=0)
+
+
+def _score(logits: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        raise AutopruneError("sensitivity needs a model whose output is a (batch, classes) logits tensor")
+    logits = logits.float()
+    correct = (logits.argmax(1) == y).cpu().numpy()
+    loss = F.cross_entropy(logits, y, reduction="none").cpu().numpy()
+    return correct, loss
+
+
+# --------------------------------------------------------------------- running
+
+
+def _run_naive(
+    ref: nn.Module,
+    engine: Engine | None,
+    units: list[Unit],
+    variants: list[_Variant],
+    perturb: Callable[[Unit, _Variant], Overrides],
+    dataset: Dataset,
+    order: list[int],
+    chunk: int,
+    device: torch.device,
+    scores: _Scores,
+    reporter: Reporter,
+) -> None:
+    """Whole network, every unit, every variant, every chunk."""
+    from torch.func import functional_call
+
+    def forward(x: torch.Tensor, overrides: Overrides | None = None) -> torch.Tensor:
+        if engine is not None:
+            return engine.forward(x, overrides)
+        return ref(x) if not overrides else functional_call(ref, overrides, (x,), strict=False)
+
+    fmt = engine.format if engine is not None else (lambda t: t.to(device))
+    batches = [(fmt(x), y.to(device)) for x, y in _chunks(dataset, order, chunk)]
+    reporter.start("sensitivity (naive)", len(units) * len(variants))
+    with torch.inference_mode():
+        at = 0
+        for x, y in batches:
+            scores.clean(at, forward(x), y)
+            at += len(y)
+        for u in units:
+            for vi, v in enumerate(variants):
+                overrides = perturb(u, v)
+                at = 0
+                for x, y in batches:
+                    scores.unit(u.id, vi, at, forward(x, overrides), y)
+                    at += len(y)
+                reporter.advance(1, unit=u.id)
+    reporter.finish()
+
+
+def _run_cached(
+    engine: Engine,
+    units: list[Unit],
+    variants: list[_Variant],
+    perturb: Callable[[Unit, _Variant], Overrides],
+    dataset: Dataset,
+    order: list[int],
+    chunk: int,
+    max_memory: int,
+    scores: _Scores,
+    cfg: Adaptive | None,
+    reporter: Reporter,
+) -> None:
+    """Prefix-cached passes, chunk by chunk (see the module docstring)."""
+    cache = _OverrideCache(perturb, budget=max_memory // 4)
+    cuts = {u.id: engine.cut_for(cache.get(u, variants[0], 0)) for u in units}
+    by_cut = sorted(units, key=lambda u: (cuts[u.id], units.index(u)))
+    n_chunks = -(-len(order) // chunk)
+    active = {u.id for u in units}
+    reporter.start("sensitivity", len(units) * n_chunks)
+    with torch.inference_mode():
+        for ci, (x, y) in enumerate(_chunks(dataset, order, chunk)):
+            at = ci * chunk
+            x, y = engine.format(x), y.to(engine.device)
+            values, pos, tail = [x], 0, []
+            for u in by_cut:
+                if u.id not in active:
+                    continue
+                cut = cuts[u.id]
+                if cut == engine.end:  # reads nothing the engine runs: equals the clean model
+                    tail.append(u)
+                    continue
+                if cut != pos:
+                    values, pos = list(engine.run(pos, cut, values)), cut
+                for vi, v in enumerate(variants):
+                    logits = engine.run(cut, engine.end, values, cache.get(u, v, vi))
+                    scores.unit(u.id, vi, at, logits, y)
+                reporter.advance(1, unit=u.id, images=at + len(y))
+            logits0 = engine.run(pos, engine.end, values)
+            scores.clean(at, logits0, y)
+            for u in tail:
+                for vi in range(len(variants)):
+                    scores.unit(u.id, vi, at, logits0, y)
+                reporter.advance(1, unit=u.id)
+            if cfg is not None:
+                for uid in _retire(scores, active, cfg):
+                    active.discard(uid)
+                    reporter.advance(n_chunks - ci - 1)
+                if not active:
+                    break
+    reporter.finish()
+
+
+class _OverrideCache:
+    """Perturbed engine tensors per (unit, variant), kept while they fit ``budget`` bytes."""
+
+    def __init__(self, perturb: Callable[[Unit, _Variant], Overrides], budget: int) -> None:
+        self.perturb, self.budget, self.used = perturb, budget, 0
+        self.store: dict[tuple[str, int], Overrides] = {}
+
+    def get(self, u: Unit, v: _Variant, vi: int) -> Overrides:
+        key = (u.id, vi)
+        hit = self.store.get(key)
+        if hit is not None:
+            return hit
+        value = self.perturb(u, v)
+        size = sum(t.numel() * t.element_size() for t in value.values())
+        if self.used + size <= self.budget:
+            self.store[key] = value
+            self.used += size
+        return value
+
+
+def _retire(scores: _Scores, active: set[str], cfg: Adaptive) -> list[str]:
+    """Active units whose order against every other unit is settled (see the module docstring)."""
+    ids = list(scores.index)
+    drops = {uid: scores.drops(scores.index[uid]) for uid in ids}
+    done = []
+    for uid in ids:
+        if uid not in active or len(drops[uid]) < cfg.min_images:
+            continue
+        if all(_settled(drops[uid], drops[other], cfg) for other in ids if other != uid):
+            done.append(uid)
+    return done
+
+
+def _settled(a: np.ndarray, b: np.ndarray, cfg: Adaptive) -> bool:
+    """Paired test on common images: the difference is clearly non-zero, or clearly tiny."""
+    n = min(len(a), len(b))
+    if n < 2:
+        return False
+    e = a[:n] - b[:n]
+    m = float(e.mean())
+    h = cfg.z * float(e.std(ddof=1)) / math.sqrt(n)
+    return abs(m) > h or abs(m) + h < cfg.resolution
+
+
+# ------------------------------------------------------------------- assembly
+
+
+def _assemble(
+    header: dict,
+    units: list[Unit],
+    variants: list[_Variant],
+    method: str,
+    seeds: list[int],
+    sigmas: list[float],
+    scores: _Scores,
+    available: int,
+    cfg: Adaptive | None,
+    engine_info: dict,
+    start: float,
+) -> Sensitivity:
+    """Reduce per-image scores to per-unit values (identical arithmetic for every path)."""
+    results = []
+    for i, u in enumerate(units):
+        n = int(scores.seen[i])
+        acc0 = int(scores.correct0[:n].sum()) / n
+        loss0 = float(scores.loss0[:n].astype(np.float64).sum()) / n
+        deltas, loss_deltas = [], []
+        for vi in range(len(variants)):
+            deltas.append(acc0 - int(scores.correct[i, vi, :n].sum()) / n)
+            loss_deltas.append(float(scores.loss[i, vi, :n].astype(np.float64).sum()) / n - loss0)
+        per_seed, loss_per_seed, per_sigma = _by_seed(deltas, loss_deltas, variants, seeds, sigmas, method)
+        results.append(
+            UnitSensitivity(
+                id=u.id,
+                kind=u.kind,
+                stage=u.stage,
+                delta=_mean(per_seed),
+                std=_std(per_seed),
+                per_seed=per_seed,
+                loss_delta=_mean(loss_per_seed),
+                loss_per_seed=loss_per_seed,
+                removable=u.removable,
+                images=n,
+                per_sigma=per_sigma,
+            )
+        )
+    n_all = int(scores.seen0)
+    return Sensitivity(
+        **header,
+        seeds=seeds,
+        sigmas=sigmas if method == "sbpf" else None,
+        images=n_all,
+        images_available=available,
+        acc0=int(scores.correct0[:n_all].sum()) / n_all,
+        loss0=float(scores.loss0[:n_all].astype(np.float64).sum()) / n_all,
+        units=results,
+        adaptive=None if cfg is None else asdict(cfg),
+        engine=engine_info,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _by_seed(
+    deltas: list[float],
+    loss_deltas: list[float],
+    variants: list[_Variant],
+    seeds: list[int],
+    sigmas: list[float],
+    method: str,
+) -> tuple[list[float], list[float], dict[str, float] | None]:
+    """Per-seed values (SBPF: the mean over sigmas of that seed's draws) and SBPF's per-sigma means."""
+    if method == "sr-init":
+        return deltas, loss_deltas, None
+    k = len(sigmas)
+    per_seed = [_mean(deltas[j * k : (j + 1) * k]) for j in range(len(seeds))]
+    loss_per_seed = [_mean(loss_deltas[j * k : (j + 1) * k]) for j in range(len(seeds))]
+    per_sigma = {
+        repr(s): _mean([deltas[j * k + si] for j in range(len(seeds))]) for si, s in enumerate(sigmas)
+    }
+    return per_seed, loss_per_seed, per_sigma
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def _std(values: Sequence[float]) -> float:
+    """Sample standard deviation (0 for one value)."""
+    if len(values) < 2:
+        return 0.0
+    m = _mean(values)
+    return math.sqrt(math.fsum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def _bn_gamma(ref: nn.Module, units: list[Unit], header: dict, start: float) -> Sensitivity:
+    results = [
+        UnitSensitivity(
+            id=u.id,
+            kind=u.kind,
+            stage=u.stage,
+            delta=(v := bn_gamma_value(ref, u)),
+            std=0.0,
+            per_seed=[v],
+            removable=u.removable,
+        )
+        for u in units
+    ]
+    return Sensitivity(
+        **header,
+        seeds=[],
+        images=0,
+        acc0=None,
+        loss0=None,
+        units=results,
+        engine={},
+        seconds=time.perf_counter() - start,
+    )

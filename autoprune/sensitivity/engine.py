@@ -1,0 +1,350 @@
+"""Run a traced model from any cut: the prefix-caching engine behind sensitivity.
+
+The model is traced once with torch.fx into a flat list of nodes. A **cut** is a
+position in that list; the values *live* at a cut (computed before it, used at
+or after it) are all a pass starting there needs. The engine generates, once
+per pair of positions, a small ``GraphModule`` that maps the live values at one
+position to those at the next (or to the logits), sharing the engine's
+submodules. A perturbed unit runs from the first node that reads one of its
+tensors; everything before that is the clean, cached prefix.
+
+Optional rewrites make the inference copy faster without changing what it
+computes (up to float rounding; the engine's naive reference uses the same
+arithmetic, so cached and naive values agree exactly):
+
+* ``fold_bn``: an eval-mode BatchNorm that is the only consumer of a conv is
+  folded into that conv (``w * gamma / sqrt(var + eps)``, bias likewise). Unit
+  overrides on the conv or the norm are re-folded by :meth:`Engine.derive`.
+* ``channels_last``: 4-d weights and the input use the NHWC memory format.
+* in-place activations and ``+=`` become out-of-place, so cached values are
+  never overwritten by a suffix pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.func import functional_call
+
+from autoprune.errors import AutopruneError
+
+_INPLACE_FUNCS = {
+    operator.iadd: operator.add,
+    operator.isub: operator.sub,
+    operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
+}
+
+
+@dataclass(frozen=True)
+class _Fold:
+    """A conv whose following BatchNorm is folded into it."""
+
+    conv: str
+    bn: str
+    eps: float
+    conv_bias: bool
+    bn_affine: bool
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        keys = [f"{self.conv}.weight", f"{self.bn}.running_mean", f"{self.bn}.running_var"]
+        if self.conv_bias:
+            keys.append(f"{self.conv}.bias")
+        if self.bn_affine:
+            keys += [f"{self.bn}.weight", f"{self.bn}.bias"]
+        return tuple(keys)
+
+    def fuse(self, get) -> tuple[torch.Tensor, torch.Tensor]:
+        """Folded (weight, bias); ``get(key)`` returns the raw tensor of a state key."""
+        w = get(f"{self.conv}.weight")
+        mean, var = get(f"{self.bn}.running_mean"), get(f"{self.bn}.running_var")
+        scale = torch.rsqrt(var + self.eps)
+        if self.bn_affine:
+            scale = scale * get(f"{self.bn}.weight")
+        bias = -mean * scale
+        if self.conv_bias:
+            bias = bias + get(f"{self.conv}.bias") * scale
+        if self.bn_affine:
+            bias = bias + get(f"{self.bn}.bias")
+        return w * scale.reshape(-1, *([1] * (w.dim() - 1))), bias
+
+
+class Engine:
+    """An inference copy of ``model`` that can run from any cut (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        fold_bn: bool = True,
+        channels_last: bool = True,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        raw = copy.deepcopy(model).eval().to(self.device)
+        for m in raw.modules():
+            if hasattr(m, "inplace"):
+                m.inplace = False
+        self.raw_state = {k: v.detach() for k, v in raw.state_dict().items()}
+        self.gm = _trace(raw)
+        _make_out_of_place(self.gm.graph)
+        self.folds: dict[str, _Fold] = _fold_batchnorms(self.gm) if fold_bn else {}
+        self.channels_last = channels_last
+        self._folded_keys = {k for f in self.folds.values() for k in f.sources}
+        self.gm.delete_all_unused_submodules()
+        self.gm.recompile()
+        _load_tensors(self.gm, self.derive(self.raw_state, full=True))
+        self._index_graph()
+        self._modules: dict[tuple[int, int], fx.GraphModule] = {}
+        self._key_sets: dict[int, set[str]] = {}
+
+    # -- tensors ------------------------------------------------------------------
+
+    def format(self, t: torch.Tensor) -> torch.Tensor:
+        """The memory format the engine runs 4-d tensors in."""
+        if self.channels_last and t.dim() == 4:
+            return t.to(self.device, memory_format=torch.channels_last)
+        return t.to(self.device)
+
+    def derive(self, overrides: Mapping[str, torch.Tensor], *, full: bool = False) -> dict[str, torch.Tensor]:
+        """Engine tensors implied by raw ``overrides`` (state-dict keys of the original model).
+
+        Folded convs touched by an override are re-folded from the overridden and
+        the original tensors; other keys pass through. ``full`` derives every
+        engine tensor (how the engine's own weights are made, so an override equal
+        to the original yields bitwise the same engine tensors).
+        """
+        out: dict[str, torch.Tensor] = {}
+
+        def get(key: str) -> torch.Tensor:
+            t = overrides.get(key)
+            return (self.raw_state[key] if t is None else t).to(self.device)
+
+        touched = set(overrides)
+        for conv, fold in self.folds.items():
+            if full or touched.intersection(fold.sources):
+                w, b = fold.fuse(get)
+                out[f"{conv}.weight"] = self.format(w)
+                out[f"{conv}.bias"] = self.format(b)
+        for key, t in overrides.items():
+            if key in self._folded_keys or not t.is_floating_point():
+                continue
+            if full and not _has_tensor(self.gm, key):
+                continue
+            out[key] = self.format(t)
+        return out
+
+    # -- graph positions ----------------------------------------------------------
+
+    def _index_graph(self) -> None:
+        nodes = list(self.gm.graph.nodes)
+        self.inputs = [n for n in nodes if n.op == "placeholder"]
+        self.output = next(n for n in nodes if n.op == "output")
+        self.nodes = [n for n in nodes if n.op not in ("placeholder", "output", "get_attr")]
+        self.end = len(self.nodes)
+        pos = {n: i for i, n in enumerate(self.nodes)}
+        pos.update({n: -1 for n in self.inputs})
+        pos[self.output] = self.end
+        self._last_use: dict[fx.Node, int] = {}
+        for n in [*self.inputs, *self.nodes]:
+            self._last_use[n] = max((pos[u] for u in n.users), default=-1)
+        # first position that reads each module / attribute
+        self._first: dict[str, int] = {}
+        for i, n in enumerate(self.nodes):
+            targets = [n.target] if n.op == "call_module" else []
+            targets += [a.target for a in n.all_input_nodes if a.op == "get_attr"]
+            for t in targets:
+                self._first.setdefault(str(t), i)
+
+    def live(self, position: int) -> list[fx.Node]:
+        """Values computed before ``position`` and still needed at or after it."""
+        before = [*self.inputs, *self.nodes[:position]]
+        return [n for n in before if self._last_use[n] >= position]
+
+    def cut_for(self, engine_keys: Iterable[str]) -> int:
+        """The first position reading any of ``engine_keys`` (``end`` if none is read)."""
+        cut = self.end
+        for key in engine_keys:
+            owner = key.rpartition(".")[0]
+            for target in (key, owner):
+                if target in self._first:
+                    cut = min(cut, self._first[target])
+        return cut
+
+    # -- running ------------------------------------------------------------------
+
+    def module(self, start: int, stop: int) -> fx.GraphModule:
+        """Live values at ``start`` -> live values at ``stop`` (a tuple), or the output if ``stop == end``."""
+        key = (start, stop)
+        if key not in self._modules:
+            self._modules[key] = self._build(start, stop)
+        return self._modules[key]
+
+    def _build(self, start: int, stop: int) -> fx.GraphModule:
+        graph = fx.Graph()
+        env: dict[fx.Node, fx.Node] = {n: graph.placeholder(n.name) for n in self.live(start)}
+
+        def arg(n: fx.Node) -> fx.Node:
+            if n.op == "get_attr" and n not in env:
+                env[n] = graph.get_attr(n.target)
+            return env[n]
+
+        for n in self.nodes[start:stop]:
+            env[n] = graph.node_copy(n, arg)
+        if stop == self.end:
+            graph.output(fx.map_arg(self.output.args[0], arg))
+        else:
+            graph.output(tuple(env[n] for n in self.live(stop)))
+        return fx.GraphModule(self.gm, graph)
+
+    def run(
+        self,
+        start: int,
+        stop: int,
+        values: Sequence[torch.Tensor],
+        overrides: Mapping[str, torch.Tensor] | None = None,
+    ):
+        """Run positions ``[start, stop)`` on the live values at ``start`` (engine-tensor overrides)."""
+        mod = self.module(start, stop)
+        if overrides:
+            mine = self._keys(mod)
+            overrides = {k: v for k, v in overrides.items() if k in mine}
+        if not overrides:
+            return mod(*values)
+        return functional_call(mod, overrides, tuple(values), strict=False)
+
+    def _keys(self, mod: nn.Module) -> set[str]:
+        keys = self._key_sets.get(id(mod))
+        if keys is None:
+            keys = self._key_sets[id(mod)] = set(mod.state_dict().keys())
+        return keys
+
+    def forward(self, x: torch.Tensor, overrides: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The whole network (what the naive method reruns for every unit and seed)."""
+        if overrides:
+            mine = self._keys(self.gm)
+            overrides = {k: v for k, v in overrides.items() if k in mine}
+        if not overrides:
+            return self.gm(x)
+        return functional_call(self.gm, overrides, (x,), strict=False)
+
+    # -- memory -------------------------------------------------------------------
+
+    def bytes_per_image(self, example: torch.Tensor) -> int:
+        """Peak bytes per image of a cached pass: the largest cut cache plus a pass's working set."""
+        sizes = _node_bytes(self.gm, self.format(example))
+        batch = example.shape[0]
+        inputs = sum(sizes.get(n, 0) for n in self.inputs)
+        live_now, peak_work, peak_cache = inputs, 0, inputs
+        for i, n in enumerate(self.nodes):
+            out = sizes.get(n, 0)
+            peak_work = max(peak_work, live_now + out)
+            dead = sum(sizes.get(m, 0) for m in [*self.inputs, *self.nodes[:i]] if self._last_use[m] == i)
+            live_now = live_now + out - dead
+            peak_cache = max(peak_cache, live_now)
+        return max(1, (peak_cache + peak_work) // batch)
+
+
+def _trace(model: nn.Module) -> fx.GraphModule:
+    try:
+        return fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise AutopruneError(f"torch.fx cannot trace {type(model).__name__}: {first}") from None
+
+
+def _make_out_of_place(graph: fx.Graph) -> None:
+    """``x += y`` -> ``x + y`` and ``x.relu_()`` -> ``x.relu()``: same values, nothing overwritten."""
+    for n in graph.nodes:
+        if n.op == "call_function" and n.target in _INPLACE_FUNCS:
+            n.target = _INPLACE_FUNCS[n.target]
+        elif n.op == "call_method" and n.target.endswith("_") and not n.target.startswith("_"):
+            if hasattr(torch.Tensor, n.target[:-1]):
+                n.target = n.target[:-1]
+        elif n.op == "call_function" and "inplace" in n.kwargs:
+            n.kwargs = {**n.kwargs, "inplace": False}
+
+
+def _fold_batchnorms(gm: fx.GraphModule) -> dict[str, _Fold]:
+    """Fold each eval BatchNorm that is a conv's only consumer into that conv (graph edit)."""
+    modules = dict(gm.named_modules())
+    calls: dict[str, int] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            calls[n.target] = calls.get(n.target, 0) + 1
+    folds: dict[str, _Fold] = {}
+    for n in list(gm.graph.nodes):
+        if n.op != "call_module" or not isinstance(modules.get(n.target), nn.modules.batchnorm._BatchNorm):
+            continue
+        bn = modules[n.target]
+        src = n.args[0] if n.args else None
+        if (
+            bn.running_mean is None
+            or len(n.args) != 1
+            or n.kwargs
+            or not isinstance(src, fx.Node)
+            or src.op != "call_module"
+            or type(modules.get(src.target)) not in (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+            or len(src.users) != 1
+            or calls[src.target] != 1
+            or calls[n.target] != 1
+        ):
+            continue
+        conv = modules[src.target]
+        fused = copy.deepcopy(conv)
+        fused.bias = nn.Parameter(torch.zeros(conv.out_channels, device=conv.weight.device))
+        _set_module(gm, src.target, fused)
+        folds[src.target] = _Fold(src.target, n.target, float(bn.eps), conv.bias is not None, bn.affine)
+        n.replace_all_uses_with(src)
+        gm.graph.erase_node(n)
+    return folds
+
+
+def _set_module(gm: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, child = path.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, child, module)
+
+
+def _has_tensor(gm: nn.Module, key: str) -> bool:
+    owner, _, attr = key.rpartition(".")
+    try:
+        mod = gm.get_submodule(owner) if owner else gm
+    except AttributeError:
+        return False
+    return attr in mod._parameters or attr in mod._buffers
+
+
+def _load_tensors(gm: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Replace the engine's parameters and buffers by ``tensors`` (no autograd)."""
+    for key, t in tensors.items():
+        owner, _, attr = key.rpartition(".")
+        mod = gm.get_submodule(owner) if owner else gm
+        if attr in mod._parameters:
+            mod._parameters[attr] = nn.Parameter(t, requires_grad=False)
+        elif attr in mod._buffers:
+            mod._buffers[attr] = t
+
+
+def _node_bytes(gm: fx.GraphModule, example: torch.Tensor) -> dict[fx.Node, int]:
+    """Bytes of every node's tensor output on ``example`` (one real pass)."""
+    sizes: dict[fx.Node, int] = {}
+    interp = fx.Interpreter(gm)
+    original = interp.run_node
+
+    def run_node(n: fx.Node):
+        value = original(n)
+        if isinstance(value, torch.Tensor):
+            sizes[n] = value.numel() * value.element_size()
+        return value
+
+    interp.run_node = run_node  # type: ignore[method-assign]
+    with torch.inference_mode():
+        interp.run(example)
+    return sizes
