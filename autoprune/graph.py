@@ -37,8 +37,10 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from torch.utils.flop_counter import FlopCounterMode
 
 from autoprune.errors import AutopruneError
+from autoprune.flops import _COUNTED
 
 # --------------------------------------------------------------------------- data
 
@@ -337,8 +339,7 @@ _BINARY_METHODS = {
     "div": "div", "div_": "div", "maximum": "add", "minimum": "add",
 }  # fmt: skip
 _IGNORED_FUNCS = {torch._assert, getattr, operator.eq, operator.floordiv, len}
-_MATMUL_FUNCS = {torch.matmul, operator.matmul, torch.mm, torch.bmm, F.linear, torch.addmm}
-_CONV_FUNCS = {F.conv1d, F.conv2d, F.conv3d}
+_FLOP_HINTS = ("matmul", "mm", "einsum", "linear", "conv", "attention", "bilinear")
 
 _ZERO_MODULES = (
     nn.ReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.ELU, nn.LeakyReLU, nn.Mish, nn.Tanh, nn.SELU, nn.CELU,
@@ -368,6 +369,28 @@ _SHAPE_KEEPING_MODULES = (
 _SHAPE_KEEPING_FUNCS = (_ZERO_UNARY_FUNCS | _LIVE_UNARY_FUNCS) - {torch.detach}
 _SHAPE_KEEPING_METHODS = (_ZERO_UNARY_METHODS | _LIVE_UNARY_METHODS) - {"to", "type", "cpu", "cuda", "float",
     "double", "half", "bfloat16"}  # fmt: skip
+
+
+def _materialize(value: Any) -> Any:
+    """Meta tensors (also inside lists) -> zeros on the CPU; anything else unchanged."""
+    if isinstance(value, torch.Tensor) and value.is_meta:
+        return torch.zeros(value.shape, dtype=value.dtype)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_materialize(v) for v in value)
+    return value
+
+
+def counted_macs(fn: Callable[[], Any]) -> int:
+    """Conv + matmul multiply-adds FlopCounterMode sees while ``fn`` runs (as in autoprune.flops)."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        fn()
+    total = 0
+    for op, count in counter.get_flop_counts()["Global"].items():
+        name = str(op).split(".")[1] if "." in str(op) else str(op)
+        if name in _COUNTED:
+            total += count
+    return total // 2
 
 
 def _op_name(node: fx.Node) -> str:
@@ -512,7 +535,23 @@ class _Analyzer:
 
     def run(self) -> None:
         for node in self.gm.graph.nodes:
-            self.desc[node] = self.visit(node)
+            desc = self.visit(node)
+            if node.op in ("call_module", "call_function", "call_method"):
+                self.set_ctx(desc, self.input_infos(node))
+            self.desc[node] = desc
+
+    def set_ctx(self, desc: Any, inputs: list[TInfo]) -> None:
+        """Resolution context of an op's outputs: their own spatial size (all dims but batch and
+        channels) when it exceeds 1, else the smallest context among the inputs (pooled SE
+        vectors and classifier features belong to the stage they were pooled from)."""
+        inherited = min((i.ctx for i in inputs if i.ctx), default=0)
+        for t in _flatten_args(desc) if isinstance(desc, (tuple, list)) else (desc,):
+            if not isinstance(t, TInfo):
+                continue
+            own = 0
+            if t.axis is not None and len(t.shape) >= 3:
+                own = math.prod(n for d, n in enumerate(t.shape) if d not in (0, t.axis))
+            t.ctx = own if own > 1 else inherited
 
     def visit(self, node: fx.Node) -> Any:
         if node.op == "placeholder":
@@ -578,6 +617,7 @@ class _Analyzer:
 
     def on_unknown(self, node: fx.Node, value: Any, reason: str) -> Any:
         """Fail closed: freeze everything entering the op; its outputs carry no layout."""
+        self.count_opaque(node)
         inputs = self.input_infos(node)
         self.freeze(inputs, f"channels pass through {reason}")
         out = self.unknown_value(value, self.ctx_of(node, inputs) if isinstance(value, torch.Tensor) else 0)
@@ -792,8 +832,6 @@ class _Analyzer:
             return lambda n: self.f_binary(n, "div")
         if t in _REDUCE_FUNCS:
             return self.f_reduce
-        if t in _MATMUL_FUNCS or t in _CONV_FUNCS:
-            return self.f_counted_unknown
         simple = {
             torch.cat: self.f_cat, torch.concat: self.f_cat, torch.concatenate: self.f_cat,
             torch.flatten: self.f_reshape, torch.reshape: self.f_reshape, torch.permute: self.f_permute,
@@ -882,22 +920,35 @@ class _Analyzer:
             return out
         return self.pass_through(x, out, f"{_op_name(node)} of 0 is not 0")
 
-    def f_counted_unknown(self, node: fx.Node) -> Any:
-        """Functional conv/matmul: channels through it are frozen, its MACs still counted."""
-        value = self.values[node]
-        shapes = [self.shape_of(a) for a in node.args[:3] if isinstance(a, fx.Node)]
-        macs = 0
-        if isinstance(value, torch.Tensor) and len(shapes) >= 2 and shapes[0] and shapes[1]:
-            if node.target in _CONV_FUNCS:
-                w = shapes[1]
-                macs = value.numel() * math.prod(w[1:])
-            elif node.target is torch.addmm and len(shapes) >= 3 and shapes[2]:
-                macs = value.numel() * shapes[1][-1]
-            else:
-                a = shapes[0]
-                macs = value.numel() * a[-1]
+    def count_opaque(self, node: fx.Node) -> None:
+        """MACs of an op the analysis does not model (attention matmuls, an unknown layer),
+        measured with FlopCounterMode on the node's recorded inputs: a frozen constant cost."""
+        if node.op != "call_module" and not any(h in _op_name(node).lower() for h in _FLOP_HINTS):
+            return
+        # rerun on real zeros, like the measured model (meta tensors take other kernels, e.g. no
+        # fused attention fast path, which FlopCounterMode counts differently)
+        real: dict[fx.Node, Any] = {}  # one tensor per node: `q is k is v` selects attention kernels
+
+        def value(n: fx.Node) -> Any:
+            if n not in real:
+                real[n] = _materialize(self.values.get(n))
+            return real[n]
+
+        args, kwargs = fx.node.map_arg(node.args, value), fx.node.map_arg(node.kwargs, value)
+
+        def run() -> Any:
+            if node.op == "call_module":
+                return self.gm.get_submodule(str(node.target))(*args, **kwargs)
+            if node.op == "call_method":
+                return getattr(args[0], str(node.target))(*args[1:], **kwargs)
+            return node.target(*args, **kwargs)
+
+        try:
+            macs = counted_macs(run)
+        except Exception:  # an op that cannot rerun on its recorded inputs: count nothing
+            return
+        if macs:
             self.extra_macs.append((self.scope_of(node), macs // max(self.batch, 1)))
-        return self.on_unknown(node, value, _op_name(node))
 
     @staticmethod
     def scope_of(node: fx.Node) -> str:
@@ -1261,6 +1312,8 @@ def _block_from_add(
     if not isinstance(vx, torch.Tensor) or not isinstance(vy, torch.Tensor):
         return None
     a, b = add.args[0], add.args[1]
+    if not (_depends_on(a, x, inside) and _depends_on(b, x, inside)):
+        return None  # e.g. x + positional_embedding: not a residual sum
     branch = b if a is x else a if b is x else max((a, b), key=lambda n: _ancestors_inside(n, inside))
     return BlockInfo(
         name=name,
@@ -1268,6 +1321,20 @@ def _block_from_add(
         removable=tuple(vx.shape) == tuple(vy.shape),
         branch_end=_branch_end(gm, branch, inside),
     )
+
+
+def _depends_on(node: fx.Node, x: fx.Node, inside: set[fx.Node]) -> bool:
+    """Whether ``node`` is ``x`` or computed from it by nodes of the block."""
+    seen, stack = set(), [node]
+    while stack:
+        n = stack.pop()
+        if n is x:
+            return True
+        if n in seen or n not in inside:
+            continue
+        seen.add(n)
+        stack.extend(n.all_input_nodes)
+    return False
 
 
 def _ancestors_inside(node: fx.Node, inside: set[fx.Node]) -> int:
@@ -1281,22 +1348,37 @@ def _ancestors_inside(node: fx.Node, inside: set[fx.Node]) -> int:
     return len(seen)
 
 
+_ZERO_KEEPING_WALK = {
+    "contiguous",
+    "clone",
+    "permute",
+    "transpose",
+    "view",
+    "reshape",
+    "flatten",
+    "stochastic_depth",
+}
+
+
 def _branch_end(gm: fx.GraphModule, node: fx.Node, inside: set[fx.Node]) -> str | None:
-    """The last norm/conv/linear of a branch, walking back through identity-like ops."""
+    """The last norm/conv/linear of a branch, walking back through ops that keep zeros zero
+    (dropout, stochastic depth, permutes, a multiply by a parameter such as a layer scale)."""
     while node in inside:
+        nxt = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
         if node.op == "call_module":
             mod = gm.get_submodule(str(node.target))
             if isinstance(mod, (*_NORM_LAYER_TYPES, *_CONV_MODULES, nn.Linear)):
                 return str(node.target)
             if not isinstance(mod, (nn.Identity, nn.Dropout, nn.Dropout2d)):
                 return None
-        elif not (
-            node.op == "call_function" and getattr(node.target, "__name__", "") == "stochastic_depth"
-        ) and node.target not in ("contiguous", "clone"):
+        elif node.target in (operator.mul, torch.mul, "mul"):
+            tensors = [a for a in node.args[:2] if isinstance(a, fx.Node) and a.op != "get_attr"]
+            nxt = tensors[0] if len(tensors) == 1 else None
+        elif getattr(node.target, "__name__", node.target) not in _ZERO_KEEPING_WALK:
             return None
-        if not node.args or not isinstance(node.args[0], fx.Node):
+        if nxt is None:
             return None
-        node = node.args[0]
+        node = nxt
     return None
 
 
@@ -1313,10 +1395,10 @@ def analyze(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor,
     model.eval()
     try:
         values = propagate(gm, inputs)
+        an = _Analyzer(gm, values, calls)
+        an.run()
     finally:
         model.train(was_training)
-    an = _Analyzer(gm, values, calls)
-    an.run()
     node_ctx = {n.name: d.ctx for n, d in an.desc.items() if isinstance(d, TInfo)}
     blocks = _find_blocks(gm, values, calls, node_ctx)
     return Analysis(
