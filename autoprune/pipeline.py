@@ -121,7 +121,7 @@ def apply_plan_file(
     from autoprune.plan import Plan
     from autoprune.recalibration import recalibrate_batchnorm
     from autoprune.search.proxies import EvalBatches
-    from autoprune.space import PruningSpace
+    from autoprune.search_spaces import space_for
     from autoprune.surgery import apply_plan, export_onnx, export_torchscript, save_pruned
 
     dev = resolve_device(device)
@@ -138,7 +138,7 @@ def apply_plan_file(
     meta = ckpt.meta
     size = meta["input_size"]
     example = torch.zeros(1, 3, size, size)
-    space = PruningSpace.from_model(dense, example, arch=ckpt.arch, num_classes=meta["num_classes"])
+    space = space_for(dense, ckpt.arch, size, meta["num_classes"])
     plan = Plan.from_dict(document, space)
     splits = load_dataset(meta["dataset"], data_dir, input_size=size, seed=seed)
     dense.to(dev).eval()

@@ -35,6 +35,7 @@ from autoprune.search.outputs import StudyPointer, refresh_outputs
 from autoprune.search.proxies import EvalBatches, RecalProxy
 from autoprune.search.samplers import create_pruner, create_sampler
 from autoprune.search.storage import StudyStorage, open_storage
+from autoprune.search_spaces import space_for
 from autoprune.space import PruningSpace
 
 CONFIG_ATTR = "autoprune.config"
@@ -264,10 +265,7 @@ def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Repo
 
 
 def _space(model: torch.nn.Module, meta: dict[str, Any]) -> PruningSpace:
-    size = meta["input_size"]
-    return PruningSpace.from_model(
-        model, torch.zeros(1, 3, size, size), arch=meta["arch"], num_classes=meta["num_classes"]
-    )
+    return space_for(model, meta["arch"], meta["input_size"], meta["num_classes"])
 
 
 def _prior(
