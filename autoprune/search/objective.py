@@ -114,7 +114,7 @@ class PlanObjective:
         )
         self._record(trial, projection)
         report = None if self.multi_objective else _reporter(trial)
-        with GpuMonitor() as gpu:
+        with GpuMonitor(self.proxy.device) as gpu:
             score = self.proxy.score(projection.plan, report)
         for key, value in gpu.stats.items():
             trial.set_user_attr(key, value)

@@ -34,9 +34,10 @@ class ProxyScore:
 
 
 class Proxy(abc.ABC):
-    """Scores plans of one space; higher accuracy is better."""
+    """Scores plans of one space on ``device``; higher accuracy is better."""
 
     name: str
+    device: torch.device
 
     @abc.abstractmethod
     def score(self, plan: Plan, report: ReportFn | None = None) -> ProxyScore:
