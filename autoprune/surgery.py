@@ -69,25 +69,29 @@ class PruneResult:
 # ------------------------------------------------------------------ importance
 
 
+def _pair_norms(w: torch.Tensor, p: int) -> torch.Tensor:
+    """(dim0, dim1) matrix of sum |w| (p=1) or sum w^2 (p=2) over the remaining dims."""
+    w = w.detach()
+    k = (w.abs() if p == 1 else w * w).reshape(w.shape[0], w.shape[1], -1)
+    return k[:, :, 0] if k.shape[2] == 1 else k.sum(2)
+
+
+def _finish(v: torch.Tensor, p: int) -> np.ndarray:
+    v = v.double()
+    return (v if p == 1 else v.sqrt()).cpu().numpy()
+
+
 def _out_in_norms(w: torch.Tensor, p: int, transposed: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per output and per input index norms of a conv/linear weight (one pass over ``w``)."""
-    w = w.detach()
-    k = w.abs() if p == 1 else w * w
-    m = k.reshape(k.shape[0], k.shape[1], -1).sum(2).double()  # (dim0, dim1)
-    d0, d1 = m.sum(1), m.sum(0)
-    if p == 2:
-        d0, d1 = d0.sqrt(), d1.sqrt()
-    d0, d1 = d0.cpu().numpy(), d1.cpu().numpy()
+    m = _pair_norms(w, p)
+    d0, d1 = _finish(m.sum(1), p), _finish(m.sum(0), p)
     return (d1, d0) if transposed else (d0, d1)
 
 
 def _grouped_in_norms(w: torch.Tensor, groups: int, p: int) -> np.ndarray:
     """Input-index norms of a grouped conv weight (out, in/G, ...): conv group g owns rows g*out/G..."""
-    w = w.detach()
-    k = w.abs() if p == 1 else w * w
-    v = k.reshape(groups, w.shape[0] // groups, w.shape[1], -1).sum((1, 3)).double()  # (G, in/G)
-    v = v.sqrt() if p == 2 else v
-    return v.reshape(-1).cpu().numpy()
+    m = _pair_norms(w, p)  # (out, in/G)
+    return _finish(m.reshape(groups, w.shape[0] // groups, w.shape[1]).sum(1).reshape(-1), p)
 
 
 def _member_vectors(space: PruningSpace, model: nn.Module, p: int) -> dict[tuple[str, str], np.ndarray]:

@@ -1,0 +1,148 @@
+"""Pruning mechanism benchmark: does the pruned model get faster as its FLOPs say, and how
+long do tracing + surgery take?
+
+    .venv/bin/python benchmarks/bench_apply.py [--threads 1] [--repeats 15]
+
+1. Dense vs pruned CPU latency (batch 64, 32x32 inputs) of ``mobilenetv2`` pruned to
+   0.67 of its FLOPs and ``resnet56`` to 0.5 (uniform keep ratio, found by bisection
+   on the cost model); reports the latency ratio next to the FLOPs ratio, with the
+   default channel rounding and with ``round_to=16`` (the AVX-512 block of oneDNN).
+2. Graph build (``PruningSpace.from_model``) and ``apply_plan`` (uniform 0.5, l1) wall
+   time for mobilenetv2, resnet56 and torchvision resnet50 (1x3x224x224 example).
+3. Cost model throughput: FLOPs + params of 1000 mobilenetv2 plans.
+
+Times are medians over ``--repeats`` runs after a warm-up (dense and pruned timed
+alternately, so a shared machine's load affects both alike).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+import warnings
+
+import numpy as np
+import torch
+
+import autoprune
+from autoprune.flops import measured_macs
+from autoprune.space import PruningSpace
+from autoprune.surgery import apply_plan
+
+
+def median_time(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def uniform_for_flops(space: PruningSpace, target: float):
+    """The largest uniform-keep plan whose FLOPs are at most ``target`` x dense."""
+    lo, hi = 0.0, 1.0
+    dense = space.dense_flops
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        flops = space.cost_model.flops(space.channels_from_ratios(np.full(len(space.groups), mid)))[0]
+        lo, hi = (mid, hi) if flops <= target * dense else (lo, mid)
+    return space.uniform(max(lo, 1e-3))
+
+
+@torch.inference_mode()
+def paired_latency(
+    a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor, repeats: int
+) -> tuple[float, float]:
+    """Median latencies of ``a`` and ``b``, timed alternately so both see the same machine load."""
+    a.eval(), b.eval()
+    for _ in range(2):
+        a(x), b(x)
+    ta, tb = [], []
+    for _ in range(repeats):
+        for model, times in ((a, ta), (b, tb)):
+            t = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def bench_latency(name: str, target: float, repeats: int, round_to: int | None) -> dict:
+    model = autoprune.create_model(name, 10, 32).eval()
+    x1 = torch.randn(1, 3, 32, 32)
+    space = PruningSpace.from_model(model, x1, arch=name, round_to=round_to)
+    plan = uniform_for_flops(space, target)
+    pruned = apply_plan(model, plan, space=space).model.eval()
+    flops, _ = space.cost(plan)
+    assert flops == measured_macs(pruned, x1)
+    batch = torch.randn(64, 3, 32, 32)
+    dense_s, pruned_s = paired_latency(model, pruned, batch, repeats)
+    return {
+        "model": name,
+        "round_to": "default" if round_to is None else str(round_to),
+        "flops_ratio": flops / space.dense_flops,
+        "dense_ms": dense_s * 1e3,
+        "pruned_ms": pruned_s * 1e3,
+        "latency_ratio": pruned_s / dense_s,
+    }
+
+
+def bench_apply(name: str, example: torch.Tensor, repeats: int) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = autoprune.create_model(
+            name, 1000 if name.startswith("torchvision:") else 10, example.shape[-1]
+        )
+    model.eval()
+    space = PruningSpace.from_model(model, example)
+    plan = space.uniform(0.5)
+    build = median_time(lambda: PruningSpace.from_model(model, example), repeats)
+    apply = median_time(lambda: apply_plan(model, plan, space=space), repeats)
+    both = median_time(lambda: apply_plan(model, plan, example_inputs=example), repeats)
+    return {"model": name, "groups": len(space.groups), "build_s": build, "apply_s": apply, "total_s": both}
+
+
+def bench_cost(repeats: int) -> float:
+    model = autoprune.create_model("mobilenetv2", 10, 32)
+    space = PruningSpace.from_model(model, torch.randn(1, 3, 32, 32))
+    plans = space.channels_from_ratios(np.random.default_rng(0).uniform(0.1, 1, (1000, len(space.groups))))
+    cm = space.cost_model
+    return median_time(lambda: (cm.flops(plans), cm.params(plans)), repeats) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {args.threads}"
+    )
+    print("\n| model | round_to | FLOPs ratio | dense ms (b64) | pruned ms (b64) | latency ratio |")
+    print("|---|---|---|---|---|---|")
+    for name, target in (("mobilenetv2", 0.67), ("resnet56", 0.5)):
+        for round_to in (None, 16):
+            r = bench_latency(name, target, args.repeats, round_to)
+            print(
+                f"| {r['model']} | {r['round_to']} | {r['flops_ratio']:.3f} | {r['dense_ms']:.1f} "
+                f"| {r['pruned_ms']:.1f} | {r['latency_ratio']:.3f} |"
+            )
+    print("\n| model | example | groups | graph build s | apply s | build + apply s |")
+    print("|---|---|---|---|---|---|")
+    for name, size in (("mobilenetv2", 32), ("resnet56", 32), ("torchvision:resnet50", 224)):
+        r = bench_apply(name, torch.randn(1, 3, size, size), max(5, args.repeats // 3))
+        print(
+            f"| {r['model']} | 1x3x{size}x{size} | {r['groups']} | {r['build_s']:.3f} | {r['apply_s']:.3f} "
+            f"| {r['total_s']:.3f} |"
+        )
+    print(f"\ncost model: FLOPs + params of 1000 mobilenetv2 plans: {bench_cost(args.repeats):.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
