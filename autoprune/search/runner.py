@@ -236,7 +236,8 @@ def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Repo
             f"checkpoint {checkpoint} was trained on {ckpt.meta['dataset']}, not {config.dataset}"
         )
     space = _space(model, ckpt.meta)
-    preferences = _prior(config, model, space, ckpt.meta, run_dir, reporter)
+    sha = file_sha256(checkpoint)
+    preferences = _prior(config, model, space, ckpt.meta, sha, run_dir, reporter)
     uniform = project_to_budget(
         space,
         uniform_preferences(len(space.groups)),
@@ -252,7 +253,7 @@ def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Repo
     stored.update(
         budget=budget.to_dict(),
         checkpoint=str(checkpoint.resolve()),
-        checkpoint_sha256=file_sha256(checkpoint),
+        checkpoint_sha256=sha,
         input_size=ckpt.meta["input_size"],
         num_classes=ckpt.meta["num_classes"],
         group_ids=[g.id for g in space.groups],
@@ -269,14 +270,21 @@ def _space(model: torch.nn.Module, meta: dict[str, Any]) -> PruningSpace:
 
 
 def _prior(
-    config: SearchConfig, model, space: PruningSpace, meta: dict[str, Any], run_dir: Path, reporter: Reporter
+    config: SearchConfig,
+    model: torch.nn.Module,
+    space: PruningSpace,
+    meta: dict[str, Any],
+    checkpoint_sha256: str,
+    run_dir: Path,
+    reporter: Reporter,
 ) -> np.ndarray:
+    """Preferences (ε + normalized Δ per group) from a sensitivity file, computed, or uniform."""
     if config.prior == "uniform":
         return uniform_preferences(len(space.groups))
     from autoprune.sensitivity import compute_sensitivity, load_sensitivity
 
     if config.sensitivity:
-        sens = load_sensitivity(config.sensitivity, space)
+        sens = load_sensitivity(config.sensitivity, space, unit="group")
     else:
         path = run_dir / "sensitivity.json"
         reporter.note(f"computing {config.sensitivity_method} sensitivity per channel group (-> {path})")
@@ -292,10 +300,12 @@ def _prior(
             seeds=config.sensitivity_seeds,
             arch=config.arch,
             device=resolve_device(config.device),
+            checkpoint_sha256=checkpoint_sha256,
+            dataset=config.dataset,
             reporter=reporter,
         )
         sens.save(path)
-    return preferences_from_sensitivity(sens.group_deltas(space))
+    return preferences_from_sensitivity(np.array([sens[g.id].delta for g in space.groups]))
 
 
 def _create_study(
