@@ -37,6 +37,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+from torch.nn.utils import parametrize
 from torch.utils.flop_counter import FlopCounterMode
 
 from autoprune.errors import AutopruneError
@@ -371,12 +372,12 @@ _SHAPE_KEEPING_METHODS = (_ZERO_UNARY_METHODS | _LIVE_UNARY_METHODS) - {"to", "t
     "double", "half", "bfloat16"}  # fmt: skip
 
 
-def _materialize(value: Any) -> Any:
-    """Meta tensors (also inside lists) -> zeros on the CPU; anything else unchanged."""
+def _materialize(value: Any, device: torch.device) -> Any:
+    """Meta tensors (also inside lists) -> zeros on ``device``; anything else unchanged."""
     if isinstance(value, torch.Tensor) and value.is_meta:
-        return torch.zeros(value.shape, dtype=value.dtype)
+        return torch.zeros(value.shape, dtype=value.dtype, device=device)
     if isinstance(value, (tuple, list)):
-        return type(value)(_materialize(v) for v in value)
+        return type(value)(_materialize(v, device) for v in value)
     return value
 
 
@@ -417,7 +418,10 @@ def _flatten_args(obj: Any) -> Iterable[Any]:
 class _Analyzer:
     """Walks the traced graph once and assigns a channel layout to every tensor."""
 
-    def __init__(self, gm: fx.GraphModule, values: dict[fx.Node, Any], calls: dict[str, int]) -> None:
+    def __init__(
+        self, gm: fx.GraphModule, values: dict[fx.Node, Any], calls: dict[str, int], device: torch.device
+    ) -> None:
+        self.device = device
         self.gm = gm
         self.values = values
         self.calls = calls
@@ -642,6 +646,9 @@ class _Analyzer:
         if any(isinstance(p, nn.parameter.UninitializedParameter) for p in mod.parameters(recurse=False)):
             raise AutopruneError(f"module {name} has uninitialized (lazy) parameters: run one forward first")
         out = TInfo(tuple(value.shape), None, None, self.ctx_of(node, [x]))
+        if parametrize.is_parametrized(mod):
+            self.frozen_modules.setdefault(name, "parametrized weights (e.g. weight norm) are not pruned")
+            return self.on_unknown(node, value, f"module {name} with parametrized weights")
         handler = self.module_handler(mod)
         if handler is None:
             self.frozen_modules.setdefault(name, f"unsupported module type {type(mod).__name__}")
@@ -931,7 +938,7 @@ class _Analyzer:
 
         def value(n: fx.Node) -> Any:
             if n not in real:
-                real[n] = _materialize(self.values.get(n))
+                real[n] = _materialize(self.values.get(n), self.device)
             return real[n]
 
         args, kwargs = fx.node.map_arg(node.args, value), fx.node.map_arg(node.kwargs, value)
@@ -1395,7 +1402,7 @@ def analyze(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor,
     model.eval()
     try:
         values = propagate(gm, inputs)
-        an = _Analyzer(gm, values, calls)
+        an = _Analyzer(gm, values, calls, inputs[0].device)
         an.run()
     finally:
         model.train(was_training)

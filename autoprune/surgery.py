@@ -588,7 +588,7 @@ def load_pruned(path: str | os.PathLike, model: nn.Module | None = None) -> Prun
             raise AutopruneError(f"{str(path)!r} records no architecture: pass model= (a dense instance)")
         from autoprune.models import create_model
 
-        size = plan.input_size if isinstance(plan.input_size, int) else 32
+        size = plan.input_size if isinstance(plan.input_size, int) else max(plan.input_size or [32])
         model = create_model(plan.arch, plan.num_classes or 10, size, **payload.get("model_kwargs", {}))
     kept = payload["kept"]
     try:

@@ -301,6 +301,18 @@ def test_channel_shuffle_is_frozen_and_the_rest_prunes_exactly() -> None:
     check_exact(model, space, x)
 
 
+def test_parametrized_weights_are_frozen() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3),
+        nn.utils.parametrizations.weight_norm(nn.Conv2d(8, 8, 3)),
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 1),
+    )
+    space, x = space_of(model)
+    assert "parametrized" in space.frozen["1"] and "0" not in space.group_ids
+    assert space.dense_params == param_count(model)
+
+
 class DataDependent(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -340,6 +352,8 @@ def test_resnet20_groups_stages_and_blocks() -> None:
     assert "network input" in space.frozen["conv1"] and "model output" in space.frozen["fc"]
     assert space.num_classes == 10 and space.input_size == 32
     assert space.dense_params == param_count(model) and space.dense_flops == measured_macs(model, x)
+    batch4 = PruningSpace.from_model(model, x.repeat(4, 1, 1, 1))
+    assert batch4.dense_flops == space.dense_flops  # FLOPs are per sample
 
 
 def test_round_to_and_min_channels() -> None:
