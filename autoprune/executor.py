@@ -243,8 +243,9 @@ class MaskedExecutor(nn.Module):
             fused = _FusedConv(node.target, conv, bn, act, self._state)
             fused_name = f"_fused_{sum(len(v) for v in self._fused.values())}"
             gm.add_submodule(fused_name, fused)
+            source = node.args[0] if node.args else node.kwargs["input"]
             with gm.graph.inserting_after(chain[-1]):
-                new = gm.graph.call_module(fused_name, (node.args[0],))
+                new = gm.graph.call_module(fused_name, (source,))
             chain[-1].replace_all_uses_with(new)
             for old in reversed(chain):
                 gm.graph.erase_node(old)

@@ -3,9 +3,11 @@
 Precedence: an explicit ``backend=`` argument (other than ``"auto"``), then the
 ``AUTOPRUNE_KERNELS`` environment variable, then the device of the input.
 A backend is used for an op and dtype it has a kernel for; otherwise the torch
-reference runs (numba kernels exist only for the ops where they beat torch in
-``benchmarks/bench_kernels.py``, see ``benchmarks/RESULTS.md``). Asking for a
-backend on a device it cannot run on is an :class:`AutopruneError`.
+path runs. Numba kernels exist only for the ops where they beat torch in
+``benchmarks/bench_kernels.py`` (``benchmarks/RESULTS.md``): the BN epilogue, and
+the depthwise conv, which ``auto`` uses only on planes of at least 32×32 (an
+explicit ``numba`` uses it at any size). Asking for a backend on a device it
+cannot run on is an :class:`AutopruneError`.
 
 Triton and numba are imported only when one of their kernels is first used, so
 ``import autoprune.kernels`` stays cheap on machines without a GPU.

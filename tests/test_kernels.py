@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
+from autoprune import AutopruneError
 from autoprune.kernels import (
     ACTIVATIONS,
     ChannelMask,
@@ -22,9 +25,6 @@ from autoprune.kernels import (
     pointwise_conv_bn_act_reference,
 )
 from autoprune.kernels.dispatch import triton_module
-from torch import nn
-
-from autoprune import AutopruneError
 
 BACKENDS = ["torch", "numba", "triton"]
 

@@ -8,10 +8,10 @@ import types
 
 import pytest
 import torch
-from autoprune.kernels import dispatch
-from autoprune.kernels.dispatch import resolve_backend
 
 from autoprune import AutopruneError
+from autoprune.kernels import dispatch
+from autoprune.kernels.dispatch import resolve_backend
 
 
 def _fake_cuda_tensor(dtype=torch.float32):
