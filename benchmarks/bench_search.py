@@ -1,0 +1,107 @@
+"""Search quality and throughput: TPE vs random vs the uniform plan, resnet20 at FLOPs 0.5.
+
+For each dataset (digits always; fashion-mnist when its files are present) this
+trains a dense resnet20 once, computes one SR-init group sensitivity, then runs
+two studies of N trials from the same prior (TPE, random) and scores the uniform
+plan at the same budget with the same proxy. It prints the best proxy score after
+N trials, the score of the uniform plan, and trials per minute.
+
+    .venv/bin/python benchmarks/bench_search.py --trials 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from autoprune.budget import project_to_budget
+from autoprune.checkpoint import load_model
+from autoprune.data import DEBIAN_FASHION_MNIST, load_dataset
+from autoprune.pipeline import train_dense
+from autoprune.prior import uniform_preferences
+from autoprune.search.proxies import EvalBatches, RecalProxy
+from autoprune.search.runner import SearchConfig, run_search
+from autoprune.search_spaces import space_for
+from autoprune.sensitivity import compute_sensitivity
+
+FLOPS = 0.5
+
+
+def bench(dataset: str, trials: int, dense_epochs: int, work: Path, batch: int, recal: int) -> list[str]:
+    dense = work / f"{dataset}-dense.pt"
+    start = time.perf_counter()
+    trained = train_dense("resnet20", dataset, dense, epochs=dense_epochs, device="cpu")
+    rows = [
+        f"{dataset}: dense resnet20, {dense_epochs} epochs, test acc {trained.accuracy:.4f} "
+        f"({time.perf_counter() - start:.0f} s)"
+    ]
+    model, ckpt = load_model(dense)
+    space = space_for(model, "resnet20", ckpt.meta["input_size"], ckpt.meta["num_classes"])
+    splits = load_dataset(dataset, input_size=ckpt.meta["input_size"])
+    start = time.perf_counter()
+    sens = compute_sensitivity(
+        model, space, splits.search, method="sr-init", unit="group", seeds=3, arch="resnet20"
+    )
+    sens_path = sens.save(work / f"{dataset}-sens.json")
+    rows.append(f"{dataset}: SR-init group sensitivity {time.perf_counter() - start:.0f} s")
+
+    recal_batches = EvalBatches.from_dataset(splits.train_plain, batch, recal * batch, seed=0)
+    search = EvalBatches.from_dataset(splits.search, batch)
+    uniform = project_to_budget(space, uniform_preferences(len(space.groups)), flops=FLOPS)
+    score = RecalProxy(model, space, recal_batches, search, device=model.fc.weight.device).score(uniform.plan)
+    rows.append(
+        f"{dataset}: uniform plan at FLOPs {uniform.flops_ratio:.4f}: proxy accuracy {score.accuracy:.4f}"
+    )
+    for sampler in ("tpe", "random"):
+        config = SearchConfig(
+            arch="resnet20",
+            dataset=dataset,
+            flops=FLOPS,
+            checkpoint=str(dense),
+            sensitivity=str(sens_path),
+            sampler=sampler,
+            pruner="none",
+            trials=trials,
+            seed=0,
+            study=f"{dataset}-{sampler}",
+            out=str(work / f"{dataset}-{sampler}"),
+            device="cpu",
+            recal_batches=recal,
+            batch_size=batch,
+        )
+        start = time.perf_counter()
+        result = run_search(config)
+        minutes = (time.perf_counter() - start) / 60
+        best = result.best
+        rows.append(
+            f"{dataset}: {sampler:6s} best proxy accuracy after {trials} trials {best.values[0]:.4f} "
+            f"(trial {best.number}, FLOPs {best.user_attrs['flops_ratio']:.4f}); "
+            f"{trials / minutes:.1f} trials/min"
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--digits-epochs", type=int, default=15)
+    parser.add_argument("--fmnist-epochs", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--recal-batches", type=int, default=8)
+    parser.add_argument("--skip-fashion-mnist", action="store_true")
+    args = parser.parse_args()
+    datasets = [("digits", args.digits_epochs)]
+    if not args.skip_fashion_mnist and (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        datasets.append(("fashion-mnist", args.fmnist_epochs))
+    with tempfile.TemporaryDirectory() as tmp:
+        for dataset, epochs in datasets:
+            for row in bench(dataset, args.trials, epochs, Path(tmp), args.batch, args.recal_batches):
+                print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()
