@@ -6,13 +6,13 @@ long do tracing + surgery take?
 1. Dense vs pruned CPU latency (batch 64, 32x32 inputs) of ``mobilenetv2`` pruned to
    0.67 of its FLOPs and ``resnet56`` to 0.5 (uniform keep ratio, found by bisection
    on the cost model); reports the latency ratio next to the FLOPs ratio, with the
-   default channel rounding and with ``round_to=16`` (the AVX-512 block of oneDNN).
+   default channel rounding, ``round_to=8`` and ``round_to=16`` (the AVX-512 block of oneDNN).
 2. Graph build (``PruningSpace.from_model``) and ``apply_plan`` (uniform 0.5, l1) wall
    time for mobilenetv2, resnet56 and torchvision resnet50 (1x3x224x224 example).
 3. Cost model throughput: FLOPs + params of 1000 mobilenetv2 plans.
 
-Times are medians over ``--repeats`` runs after a warm-up (dense and pruned timed
-alternately, so a shared machine's load affects both alike).
+Times are medians (and minima) over ``--repeats`` runs after a warm-up; dense and
+pruned are timed alternately, so a shared machine's load affects both alike.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from autoprune.space import PruningSpace
 from autoprune.surgery import apply_plan
 
 
-def median_time(fn, repeats: int, warmup: int = 2) -> float:
+def timed(fn, repeats: int, warmup: int = 2) -> tuple[float, float]:
+    """(median, minimum) wall time of ``fn`` in seconds."""
     for _ in range(warmup):
         fn()
     times = []
@@ -40,7 +41,7 @@ def median_time(fn, repeats: int, warmup: int = 2) -> float:
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return statistics.median(times), min(times)
 
 
 def uniform_for_flops(space: PruningSpace, target: float):
@@ -68,7 +69,7 @@ def paired_latency(
             t = time.perf_counter()
             model(x)
             times.append(time.perf_counter() - t)
-    return statistics.median(ta), statistics.median(tb)
+    return ta, tb
 
 
 def bench_latency(name: str, target: float, repeats: int, round_to: int | None) -> dict:
@@ -80,7 +81,8 @@ def bench_latency(name: str, target: float, repeats: int, round_to: int | None) 
     flops, _ = space.cost(plan)
     assert flops == measured_macs(pruned, x1)
     batch = torch.randn(64, 3, 32, 32)
-    dense_s, pruned_s = paired_latency(model, pruned, batch, repeats)
+    ta, tb = paired_latency(model, pruned, batch, repeats)
+    dense_s, pruned_s = statistics.median(ta), statistics.median(tb)
     return {
         "model": name,
         "round_to": "default" if round_to is None else str(round_to),
@@ -88,6 +90,7 @@ def bench_latency(name: str, target: float, repeats: int, round_to: int | None) 
         "dense_ms": dense_s * 1e3,
         "pruned_ms": pruned_s * 1e3,
         "latency_ratio": pruned_s / dense_s,
+        "min_ratio": min(tb) / min(ta),
     }
 
 
@@ -100,9 +103,9 @@ def bench_apply(name: str, example: torch.Tensor, repeats: int) -> dict:
     model.eval()
     space = PruningSpace.from_model(model, example)
     plan = space.uniform(0.5)
-    build = median_time(lambda: PruningSpace.from_model(model, example), repeats)
-    apply = median_time(lambda: apply_plan(model, plan, space=space), repeats)
-    both = median_time(lambda: apply_plan(model, plan, example_inputs=example), repeats)
+    build = timed(lambda: PruningSpace.from_model(model, example), repeats)
+    apply = timed(lambda: apply_plan(model, plan, space=space), repeats)
+    both = timed(lambda: apply_plan(model, plan, example_inputs=example), repeats)
     return {"model": name, "groups": len(space.groups), "build_s": build, "apply_s": apply, "total_s": both}
 
 
@@ -111,7 +114,12 @@ def bench_cost(repeats: int) -> float:
     space = PruningSpace.from_model(model, torch.randn(1, 3, 32, 32))
     plans = space.channels_from_ratios(np.random.default_rng(0).uniform(0.1, 1, (1000, len(space.groups))))
     cm = space.cost_model
-    return median_time(lambda: (cm.flops(plans), cm.params(plans)), repeats) * 1e3
+    med, low = timed(lambda: (cm.flops(plans), cm.params(plans)), repeats)
+    return med * 1e3, low * 1e3
+
+
+def fmt(t: tuple[float, float]) -> str:
+    return f"{t[0]:.3f} / {t[1]:.3f}"
 
 
 def main() -> None:
@@ -124,24 +132,27 @@ def main() -> None:
     print(
         f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {args.threads}"
     )
-    print("\n| model | round_to | FLOPs ratio | dense ms (b64) | pruned ms (b64) | latency ratio |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "\n| model | round_to | FLOPs ratio | dense ms (b64) | pruned ms (b64) | latency ratio | min ratio |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, target in (("mobilenetv2", 0.67), ("resnet56", 0.5)):
-        for round_to in (None, 16):
+        for round_to in (None, 8, 16):
             r = bench_latency(name, target, args.repeats, round_to)
             print(
                 f"| {r['model']} | {r['round_to']} | {r['flops_ratio']:.3f} | {r['dense_ms']:.1f} "
-                f"| {r['pruned_ms']:.1f} | {r['latency_ratio']:.3f} |"
+                f"| {r['pruned_ms']:.1f} | {r['latency_ratio']:.3f} | {r['min_ratio']:.3f} |"
             )
-    print("\n| model | example | groups | graph build s | apply s | build + apply s |")
+    print("\n| model | example | groups | graph build s | apply s | build + apply s |  (median / min)")
     print("|---|---|---|---|---|---|")
     for name, size in (("mobilenetv2", 32), ("resnet56", 32), ("torchvision:resnet50", 224)):
         r = bench_apply(name, torch.randn(1, 3, size, size), max(5, args.repeats // 3))
         print(
-            f"| {r['model']} | 1x3x{size}x{size} | {r['groups']} | {r['build_s']:.3f} | {r['apply_s']:.3f} "
-            f"| {r['total_s']:.3f} |"
+            f"| {r['model']} | 1x3x{size}x{size} | {r['groups']} | {fmt(r['build_s'])} | {fmt(r['apply_s'])} "
+            f"| {fmt(r['total_s'])} |"
         )
-    print(f"\ncost model: FLOPs + params of 1000 mobilenetv2 plans: {bench_cost(args.repeats):.2f} ms")
+    med, low = bench_cost(args.repeats)
+    print(f"\ncost model: FLOPs + params of 1000 mobilenetv2 plans: {med:.2f} ms median, {low:.2f} ms min")
 
 
 if __name__ == "__main__":
