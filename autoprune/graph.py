@@ -339,7 +339,6 @@ _BINARY_METHODS = {
     "add": "add", "add_": "add", "sub": "add", "sub_": "add", "mul": "mul", "mul_": "mul",
     "div": "div", "div_": "div", "maximum": "add", "minimum": "add",
 }  # fmt: skip
-_IGNORED_FUNCS = {torch._assert, getattr, operator.eq, operator.floordiv, len}
 _FLOP_HINTS = ("matmul", "mm", "einsum", "linear", "conv", "attention", "bilinear")
 
 _ZERO_MODULES = (

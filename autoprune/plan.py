@@ -86,7 +86,11 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | os.PathLike, space: PruningSpace | None = None) -> Plan:
-        """Read a plan (or best_trial.json) file; with ``space``, validate it against the model."""
+        """Read a plan file; with ``space``, validate it against the model.
+
+        A ``best_trial.json`` loads directly: unknown top-level keys (``score``, ``budget``,
+        ``study``, ``checkpoint_sha256``, ...) are ignored.
+        """
         path = Path(path)
         if not path.is_file():
             raise AutopruneError(f"plan file {str(path)!r} does not exist")
