@@ -22,7 +22,7 @@ def models() -> None:
 
 @click.command()
 @click.option("--arch", required=True, help="Model name (see `autoprune models`).")
-@data_options
+@data_options("digits")
 @click.option("--epochs", type=click.IntRange(1), default=15, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)

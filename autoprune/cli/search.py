@@ -63,7 +63,7 @@ def _print_result(result) -> None:
 @click.option(
     "--params", type=float, default=None, help="Params budget as a fraction of the dense model, 0 < x <= 1."
 )
-@data_options
+@data_options("cifar10")
 @click.option("--input-size", type=click.IntRange(8), default=None, help="Image side (dataset default).")
 @click.option(
     "--checkpoint",

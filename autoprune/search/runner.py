@@ -125,7 +125,7 @@ def run_search(
     """Create or resume the study described by ``config`` and run ``config.trials`` trials."""
     budget = config.validate()
     run_dir = config.run_dir()
-    fresh_folder = not run_dir.exists()
+    fresh_folder = _outermost_missing(run_dir)
     opened = open_storage(run_dir, config.storage)
     name = config.study_name()
     stored = _stored_config(opened, name)
@@ -134,8 +134,8 @@ def run_search(
             stored = _prepare(config, budget, run_dir, reporter)
             study = _create_study(opened, name, stored, config)
         except BaseException:
-            if fresh_folder:  # a failed start leaves nothing behind
-                shutil.rmtree(run_dir, ignore_errors=True)
+            if fresh_folder is not None:  # a failed start leaves nothing behind
+                shutil.rmtree(fresh_folder, ignore_errors=True)
             raise
     else:
         _check_resume(stored, config, name)
@@ -149,6 +149,16 @@ def run_search(
     return _optimize(
         study, opened, run_dir, stored, config.trials, config.timeout, config.device, reporter, stop
     )
+
+
+def _outermost_missing(path: Path) -> Path | None:
+    """The highest folder of ``path`` that does not exist yet (what creating it would add)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
 
 
 def run_worker(
@@ -215,6 +225,7 @@ def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Repo
     """Dense model, space and prior for a new study; returns the config stored in the study."""
     checkpoint = Path(config.checkpoint) if config.checkpoint else run_dir / "dense.pt"
     if not config.checkpoint and not checkpoint.is_file():
+        load_dataset(config.dataset, config.data_dir, input_size=config.input_size)  # fail before announcing
         reporter.note(
             f"no --checkpoint: training the dense {config.arch} on {config.dataset} "
             f"for {config.dense_epochs} epochs first (-> {checkpoint})"
