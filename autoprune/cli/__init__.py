@@ -11,6 +11,7 @@ import click
 
 import autoprune
 from autoprune.cli import apply, dense, search
+from autoprune.cli import sensitivity as sensitivity_cmd
 from autoprune.cli.console import stderr
 from autoprune.errors import AutopruneError
 
@@ -30,6 +31,7 @@ for command in (
     search.worker,
     apply.apply,
     search.dashboard,
+    sensitivity_cmd.sensitivity,
 ):
     cli.add_command(command)
 

@@ -51,7 +51,7 @@ def save_chart(sens: Sensitivity, path: str | os.PathLike) -> Path:
     handles = [Patch(color=cmap(s % 10), label=f"stage {s}") for s in stages]
     if any(u.removable is False for u in sens.units):
         handles.append(Patch(facecolor="white", edgecolor="black", label="shape-changing block"))
-    ax.legend(handles=handles, fontsize=7, loc="upper right")
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.axhline(0, color="black", linewidth=0.6)
     fig.tight_layout()
 

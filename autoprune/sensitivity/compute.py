@@ -94,6 +94,7 @@ def compute_sensitivity(
     adaptive: bool | Adaptive = False,
     fold_bn: bool = True,
     channels_last: bool = True,
+    fuse: bool = True,
     device: torch.device | str = "cpu",
     data_seed: int = 0,
     naive: bool = False,
@@ -108,9 +109,9 @@ def compute_sensitivity(
     ``method``: sr-init, sbpf or bn-gamma (no data). ``seeds``: a count (seeds
     0..n-1) or explicit seeds. ``initializer``: SR-init's redraw, default the
     architecture's own (:func:`autoprune.models.initializer_for`). ``naive``:
-    rerun the whole network for every unit and variant (the reference; with
-    ``fold_bn=False, channels_last=False`` it calls the original module).
-    ``fold_bn``/``channels_last``: see :mod:`autoprune.sensitivity.engine`.
+    rerun the whole network for every unit and variant (the reference).
+    ``fold_bn``/``channels_last``/``fuse``: see :mod:`autoprune.sensitivity.engine`
+    (all off + ``naive``: the plain module, the true baseline).
     """
     start = time.perf_counter()
     seed_list = _seed_list(seeds)
@@ -144,8 +145,13 @@ def compute_sensitivity(
     variants = _variants(method, seed_list, sigma_list)
     dataset_ = _as_dataset(data)
     order = _order(len(dataset_), images, data_seed)
-    plain = naive and not fold_bn and not channels_last
-    engine = None if plain else Engine(ref, fold_bn=fold_bn, channels_last=channels_last, device=device)
+    plain = naive and not fold_bn and not channels_last and not fuse
+    example = _example(dataset_, order)
+    engine = None
+    if not plain:
+        engine = Engine(
+            ref, fold_bn=fold_bn, channels_last=channels_last, fuse=fuse, example=example, device=device
+        )
 
     def raw_overrides(u: Unit, v: _Variant) -> Overrides:
         with torch.no_grad():
@@ -154,7 +160,7 @@ def compute_sensitivity(
             return sbpf_overrides(ref, u, v.seed, float(v.sigma))
 
     perturb = raw_overrides if engine is None else (lambda u, v: engine.derive(raw_overrides(u, v)))
-    chunk = _chunk_size(engine, dataset_, order, chunk_size, max_memory, cfg)
+    chunk = _chunk_size(engine, example, len(order), chunk_size, max_memory, cfg)
     scores = _Scores(units, len(variants), len(order))
     if naive:
         _run_naive(ref, engine, units, variants, perturb, dataset_, order, chunk, device, scores, reporter)
@@ -167,6 +173,7 @@ def compute_sensitivity(
         "cached": not naive,
         "fold_bn": fold_bn,
         "channels_last": channels_last,
+        "fused": 0 if engine is None else engine.fused,
         "chunk": chunk,
         "device": str(device),
     }
@@ -244,10 +251,16 @@ def _order(n: int, images: int | None, seed: int) -> list[int]:
     return perm[: min(images or n, n)]
 
 
+def _example(dataset: Dataset, order: list[int]) -> torch.Tensor:
+    """Two copies of the first image: a batch for shape and memory probes."""
+    x = torch.as_tensor(dataset[order[0]][0])
+    return torch.stack([x, x])
+
+
 def _chunk_size(
     engine: Engine | None,
-    dataset: Dataset,
-    order: list[int],
+    example: torch.Tensor,
+    n_images: int,
     chunk_size: int | None,
     max_memory: int,
     cfg: Adaptive | None,
@@ -255,12 +268,11 @@ def _chunk_size(
     if chunk_size is None:
         chunk_size = MAX_CHUNK
         if engine is not None:
-            x, _ = dataset[order[0]]
-            per_image = engine.bytes_per_image(torch.stack([torch.as_tensor(x)] * 2))
+            per_image = engine.bytes_per_image(example)
             chunk_size = max(1, min(MAX_CHUNK, int(max_memory // (per_image * 1.25))))
     if cfg is not None:
         chunk_size = min(chunk_size, cfg.chunk)
-    return max(1, min(chunk_size, len(order)))
+    return max(1, min(chunk_size, n_images))
 
 
 def _chunks(dataset: Dataset, order: list[int], size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

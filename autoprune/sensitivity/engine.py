@@ -16,6 +16,12 @@ arithmetic, so cached and naive values agree exactly):
   folded into that conv (``w * gamma / sqrt(var + eps)``, bias likewise). Unit
   overrides on the conv or the norm are re-folded by :meth:`Engine.derive`.
 * ``channels_last``: 4-d weights and the input use the NHWC memory format.
+* ``fuse`` (CPU, float32): a 2-d conv followed by ReLU/ReLU6/Hardtanh, by a
+  same-shape residual add, or by both, becomes one oneDNN call
+  (``torch.ops.mkldnn._convolution_pointwise``) with the activation and the add as
+  post-ops; the activation pass over memory disappears. oneDNN may pick another
+  conv kernel for a fused call, so results can differ from the unfused graph in
+  the last bits, like folding.
 * in-place activations and ``+=`` become out-of-place, so cached values are
   never overwritten by a suffix pass.
 """
@@ -29,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
@@ -85,6 +92,8 @@ class Engine:
         *,
         fold_bn: bool = True,
         channels_last: bool = True,
+        fuse: bool = True,
+        example: torch.Tensor | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
         self.device = torch.device(device)
@@ -101,6 +110,9 @@ class Engine:
         self.gm.delete_all_unused_submodules()
         self.gm.recompile()
         _load_tensors(self.gm, self.derive(self.raw_state, full=True))
+        self.fused = 0
+        if fuse and example is not None and _can_fuse(self.device, example):
+            self.fused = self._fuse(self.format(example))
         self._index_graph()
         self._modules: dict[tuple[int, int], fx.GraphModule] = {}
         self._key_sets: dict[int, set[str]] = {}
@@ -140,6 +152,10 @@ class Engine:
                 continue
             out[key] = self.format(t)
         return out
+
+    def _fuse(self, example: torch.Tensor) -> int:
+        """Fuse conv + activation / residual add (see the module docstring); the number fused."""
+        return _fuse_conv_pointwise(self.gm, _node_shapes(self.gm, example))
 
     # -- graph positions ----------------------------------------------------------
 
@@ -305,6 +321,128 @@ def _fold_batchnorms(gm: fx.GraphModule) -> dict[str, _Fold]:
         n.replace_all_uses_with(src)
         gm.graph.erase_node(n)
     return folds
+
+
+class FusedConv(nn.Module):
+    """A 2-d conv with a post-op activation and optionally a residual add, as one oneDNN call.
+
+    Holds the conv's ``weight`` and ``bias`` under the same names, so overrides of
+    the conv apply unchanged.
+    """
+
+    def __init__(self, conv: nn.Conv2d, unary: str | None, scalars: list[float], add: bool) -> None:
+        super().__init__()
+        self.weight, self.bias = conv.weight, conv.bias
+        self.padding = list(conv.padding)
+        self.stride, self.dilation, self.groups = list(conv.stride), list(conv.dilation), conv.groups
+        self.unary, self.scalars, self.add = unary, scalars, add
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
+        args = (self.padding, self.stride, self.dilation, self.groups)
+        if other is None:
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, self.weight, self.bias, *args, self.unary or "none", self.scalars, ""
+            )
+        return torch.ops.mkldnn._convolution_pointwise.binary(
+            x, other, self.weight, self.bias, *args, "add", 1.0, self.unary, self.scalars, ""
+        )
+
+
+def _can_fuse(device: torch.device, example: torch.Tensor) -> bool:
+    return (
+        device.type == "cpu"
+        and example.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    )
+
+
+def _activation(n: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, list[float]] | None:
+    """('relu', []) or ('hardtanh', [lo, hi]) if ``n`` is such an activation of one tensor."""
+    if len(n.args) != 1 or any(k != "inplace" for k in n.kwargs):
+        return None
+    if n.op == "call_module":
+        m = modules.get(n.target)
+        if type(m) is nn.ReLU:
+            return "relu", []
+        if type(m) in (nn.ReLU6, nn.Hardtanh):
+            return "hardtanh", [float(m.min_val), float(m.max_val)]
+    if n.op == "call_function":
+        if n.target in (F.relu, torch.relu):
+            return "relu", []
+        if n.target is F.relu6:
+            return "hardtanh", [0.0, 6.0]
+    if n.op == "call_method" and n.target == "relu":
+        return "relu", []
+    return None
+
+
+def _fuse_conv_pointwise(gm: fx.GraphModule, shapes: dict[fx.Node, tuple[int, ...]]) -> int:
+    """Rewrite conv -> [add] -> [activation] chains into :class:`FusedConv` calls (graph edit)."""
+    modules = dict(gm.named_modules())
+    calls: dict[str, int] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            calls[n.target] = calls.get(n.target, 0) + 1
+    count = 0
+    for c in list(gm.graph.nodes):
+        conv = modules.get(c.target) if c.op == "call_module" else None
+        if (
+            type(conv) is not nn.Conv2d
+            or conv.padding_mode != "zeros"
+            or isinstance(conv.padding, str)
+            or calls[c.target] != 1
+            or len(c.args) != 1
+            or c.kwargs
+            or len(c.users) != 1
+        ):
+            continue
+        chain, other = [c], None
+        (user,) = c.users
+        if _is_add(user) and len(user.args) == 2:
+            o = user.args[1] if user.args[0] is c else user.args[0]
+            if isinstance(o, fx.Node) and o is not c and shapes.get(o) == shapes.get(c) is not None:
+                chain.append(user)
+                other = o
+        act = None
+        if len(chain[-1].users) == 1:
+            act = _activation(next(iter(chain[-1].users)), modules)
+            if act is not None:
+                chain.append(next(iter(chain[-1].users)))
+        if len(chain) == 1:
+            continue
+        unary, scalars = act if act is not None else (None, [])
+        _set_module(gm, c.target, FusedConv(conv, unary, scalars, other is not None))
+        with gm.graph.inserting_before(chain[-1]):
+            new = gm.graph.call_module(c.target, (c.args[0],) if other is None else (c.args[0], other))
+        chain[-1].replace_all_uses_with(new)
+        for node in reversed(chain):  # each one's only user was the next, already gone
+            gm.graph.erase_node(node)
+        count += 1
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return count
+
+
+def _is_add(n: fx.Node) -> bool:
+    return n.op == "call_function" and n.target in (operator.add, torch.add) and not n.kwargs
+
+
+def _node_shapes(gm: fx.GraphModule, example: torch.Tensor) -> dict[fx.Node, tuple[int, ...]]:
+    shapes: dict[fx.Node, tuple[int, ...]] = {}
+    interp = fx.Interpreter(gm)
+    original = interp.run_node
+
+    def run_node(n: fx.Node):
+        value = original(n)
+        if isinstance(value, torch.Tensor):
+            shapes[n] = tuple(value.shape)
+        return value
+
+    interp.run_node = run_node  # type: ignore[method-assign]
+    with torch.inference_mode():
+        interp.run(example)
+    return shapes
 
 
 def _set_module(gm: nn.Module, path: str, module: nn.Module) -> None:

@@ -1,0 +1,231 @@
+"""The `sensitivity` command: per-block / per-group SR-init, SBPF or BN-gamma, and depth pruning."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from autoprune.cli.console import RichReporter, stdout
+from autoprune.cli.options import data_options, device_option
+from autoprune.sensitivity.result import METHODS
+from autoprune.sensitivity.units import UNIT_KINDS
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'4GiB', '512MB', '2g', '1000000' -> bytes (k/M/G/T are powers of 1024)."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a size like 4GiB or 512MB", param_hint="--max-memory")
+    power = "kmgt".find(m.group(2).lower()) + 1 if m.group(2) else 0
+    value = int(float(m.group(1)) * 1024**power)
+    if value < 1:
+        raise click.BadParameter("must be positive", param_hint="--max-memory")
+    return value
+
+
+def _parse_sigmas(text: str) -> list[float]:
+    try:
+        values = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not a comma-separated list of numbers", param_hint="--sigmas"
+        ) from None
+    if not values or any(not v > 0 for v in values):
+        raise click.BadParameter("sigmas must be positive numbers", param_hint="--sigmas")
+    return values
+
+
+@click.command()
+@click.option("--arch", default=None, help="Model name (default: the checkpoint's).")
+@data_options("digits")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Dense checkpoint. If it does not exist (default dense-ARCH-DATASET.pt next to --out), "
+    "a dense model is trained there first and later runs reuse it.",
+)
+@click.option("--method", type=click.Choice(METHODS), default="sr-init", show_default=True)
+@click.option(
+    "--unit",
+    type=click.Choice(UNIT_KINDS),
+    default="block",
+    show_default=True,
+    help="block: modules with a skip connection; group: channel groups.",
+)
+@click.option("--seeds", type=click.IntRange(1), default=3, show_default=True, help="Redraws per unit.")
+@click.option(
+    "--sigmas", default="0.1,0.25,0.5", show_default=True, help="SBPF noise levels (x std of each weight)."
+)
+@click.option(
+    "--images",
+    type=click.IntRange(1),
+    default=None,
+    help="Images of the search split (default: all; with --adaptive: the budget).",
+)
+@click.option(
+    "--adaptive", is_flag=True, help="Stop each unit once its rank is settled; reports the images used."
+)
+@click.option(
+    "--max-memory",
+    default="4GiB",
+    show_default=True,
+    help="Memory for cached activations plus one pass; sets the chunk size.",
+)
+@click.option("--chunk-size", type=click.IntRange(1), default=None, help="Images per chunk (overrides).")
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="No BN folding, channels_last or conv fusion: the plain model's arithmetic, bit for bit (slower).",
+)
+@click.option(
+    "--prune-blocks",
+    "tau",
+    type=float,
+    default=None,
+    metavar="TAU",
+    help="Write a depth Plan removing every removable block with drop <= TAU.",
+)
+@click.option(
+    "--remove", "remove_k", type=click.IntRange(0), default=None, metavar="K", help="... or the K lowest."
+)
+@click.option(
+    "--plan-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where the depth Plan goes (default: --out with .plan.json).",
+)
+@click.option(
+    "--sensitivity",
+    "from_json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Reuse a saved sens.json instead of computing (e.g. to try another --prune-blocks).",
+)
+@click.option("--seed", type=int, default=None, help="Search-split seed (default: the checkpoint's).")
+@click.option(
+    "--epochs", type=click.IntRange(1), default=15, show_default=True, help="If a dense model is trained."
+)
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads (default: torch's).")
+@device_option
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("sens.json"), show_default=True
+)
+@click.option(
+    "--chart",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PNG bar chart (default: --out with .png).",
+)
+@click.pass_context
+def sensitivity(
+    ctx: click.Context,
+    arch,
+    dataset,
+    data_dir,
+    checkpoint,
+    method,
+    unit,
+    seeds,
+    sigmas,
+    images,
+    adaptive,
+    max_memory,
+    chunk_size,
+    exact,
+    tau,
+    remove_k,
+    plan_out,
+    from_json,
+    seed,
+    epochs,
+    threads,
+    device,
+    out,
+    chart,
+) -> None:
+    """Measure how much each block or channel group matters (SR-init, SBPF, BN-gamma).
+
+    Writes a JSON (the input of `autoprune search --sensitivity`) and a bar chart;
+    with --prune-blocks/--remove also a depth Plan for `autoprune apply`.
+
+    Example: autoprune sensitivity --checkpoint dense.pt --method sr-init --unit block --remove 3
+    """
+    from autoprune.sensitivity.jobs import SensitivityJob, run_sensitivity_job
+
+    if tau is not None and remove_k is not None:
+        raise click.UsageError("give either --prune-blocks TAU or --remove K, not both")
+    if (tau is not None or remove_k is not None) and unit != "block":
+        raise click.UsageError("depth pruning (--prune-blocks/--remove) needs --unit block")
+    explicit_dataset = ctx.get_parameter_source("dataset") not in (
+        click.core.ParameterSource.DEFAULT,
+        click.core.ParameterSource.DEFAULT_MAP,
+    )
+    job = SensitivityJob(
+        arch=arch,
+        dataset=dataset if explicit_dataset else None,
+        default_dataset=dataset,
+        data_dir=data_dir,
+        checkpoint=checkpoint,
+        method=method,
+        unit=unit,
+        seeds=seeds,
+        sigmas=_parse_sigmas(sigmas),
+        images=images,
+        adaptive=adaptive,
+        max_memory=parse_size(max_memory),
+        chunk_size=chunk_size,
+        exact=exact,
+        tau=tau,
+        remove_k=remove_k,
+        plan_out=plan_out,
+        from_json=from_json,
+        seed=seed,
+        epochs=epochs,
+        threads=threads,
+        device=device,
+        out=out,
+        chart=chart,
+    )
+    result = run_sensitivity_job(job, reporter=RichReporter())
+    _print_summary(result)
+
+
+def _print_summary(result) -> None:
+    sens = result.sensitivity
+    ranked = sens.ranking()
+    value = "mean |γ|" if sens.method == "bn-gamma" else "top-1 drop"
+    table = Table(title=f"{sens.method} per {sens.unit}: most and least sensitive", title_justify="left")
+    for col in ("rank", sens.unit, "stage", value, "± std", "loss rise"):
+        table.add_column(col, justify="left" if col == sens.unit else "right")
+    n = len(ranked)
+    shown = list(range(n - 1, max(n - 6, -1), -1))
+    low = [i for i in range(min(5, n) - 1, -1, -1) if i not in shown]
+    for k, i in enumerate(shown + low):
+        if k == len(shown) and low:
+            table.add_row("…", "", "", "", "", "")
+        u = sens[ranked[i]]
+        loss = "" if u.loss_delta is None else f"{u.loss_delta:+.4f}"
+        table.add_row(str(n - i), u.id, str(u.stage), f"{u.delta:+.4f}", f"{u.std:.4f}", loss)
+    stdout.print(table)
+    if sens.acc0 is not None:
+        adaptive = " (adaptive)" if sens.adaptive else ""
+        stdout.print(
+            f"clean top-1 {sens.acc0:.2%} on {sens.images}{adaptive} of {sens.images_available} "
+            f"search-split images; {len(sens.seeds)} seed(s); {sens.seconds:.1f} s"
+        )
+    stdout.print(f"sensitivity -> {result.json_path}")
+    stdout.print(f"chart       -> {result.chart_path}")
+    if result.plan_path is not None:
+        removed = result.plan.removed_blocks
+        stdout.print(
+            f"depth plan  -> {result.plan_path}: removes {len(removed)} block(s)"
+            + (f" ({', '.join(removed)})" if removed else "")
+            + f", FLOPs {result.flops_ratio:.3f} / params {result.params_ratio:.3f} of dense"
+        )
+        stdout.print(f"next: autoprune apply {result.plan_path} --checkpoint {result.checkpoint}")

@@ -1,0 +1,191 @@
+"""The whole `autoprune sensitivity` job as one library call that returns values.
+
+Checkpoint -> (train one first if missing) -> search split -> sensitivity ->
+JSON + chart -> optional depth Plan. The CLI only parses and prints.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from autoprune.errors import AutopruneError
+from autoprune.progress import SILENT, Reporter
+from autoprune.sensitivity.compute import DEFAULT_MAX_MEMORY, DEFAULT_SIGMAS
+
+
+@dataclass
+class SensitivityJob:
+    """Inputs of one run (the CLI's options)."""
+
+    arch: str | None = None
+    dataset: str | None = None  # None: the checkpoint's dataset
+    default_dataset: str = "digits"  # when a dense model must be trained and none is named
+    data_dir: str | os.PathLike | None = None
+    checkpoint: Path | None = None
+    method: str = "sr-init"
+    unit: str = "block"
+    seeds: int = 3
+    sigmas: list[float] | tuple[float, ...] = DEFAULT_SIGMAS
+    images: int | None = None
+    adaptive: bool = False
+    max_memory: int = DEFAULT_MAX_MEMORY
+    chunk_size: int | None = None
+    exact: bool = False
+    tau: float | None = None
+    remove_k: int | None = None
+    plan_out: Path | None = None
+    from_json: Path | None = None
+    seed: int | None = None
+    epochs: int = 15
+    threads: int | None = None
+    device: str = "auto"
+    out: Path = Path("sens.json")
+    chart: Path | None = None
+
+
+@dataclass
+class SensitivityJobResult:
+    sensitivity: object  # Sensitivity
+    json_path: Path
+    chart_path: Path
+    checkpoint: Path
+    plan: object | None = None  # Plan
+    plan_path: Path | None = None
+    flops_ratio: float | None = None
+    params_ratio: float | None = None
+
+
+def run_sensitivity_job(job: SensitivityJob, reporter: Reporter = SILENT) -> SensitivityJobResult:
+    """Run ``job`` (see the module docstring); files are written atomically."""
+    from autoprune.checkpoint import file_sha256, load_model
+    from autoprune.device import resolve_device
+    from autoprune.sensitivity.chart import save_chart
+    from autoprune.sensitivity.compute import compute_sensitivity
+    from autoprune.sensitivity.result import load_sensitivity
+    from autoprune.space import PruningSpace
+
+    out = Path(job.out)
+    ckpt_path = _ensure_checkpoint(job, out, reporter)
+    model, ckpt = load_model(ckpt_path, job.arch)
+    meta = ckpt.meta
+    size = meta["input_size"]
+    space = PruningSpace.from_model(
+        model, torch.zeros(1, 3, size, size), arch=ckpt.arch, num_classes=meta["num_classes"]
+    )
+    if job.from_json is not None:
+        sens = load_sensitivity(job.from_json, space)
+    else:
+        device = resolve_device(job.device)
+        dataset = job.dataset or meta.get("dataset") or job.default_dataset
+        data = None
+        if job.method != "bn-gamma":
+            data = _search_split(dataset, job, meta, reporter)
+        with _threads(job.threads):
+            sens = compute_sensitivity(
+                model,
+                space,
+                data,
+                method=job.method,
+                unit=job.unit,
+                seeds=job.seeds,
+                sigmas=job.sigmas,
+                images=job.images,
+                arch=ckpt.arch,
+                max_memory=job.max_memory,
+                chunk_size=job.chunk_size,
+                adaptive=job.adaptive,
+                fold_bn=not job.exact,
+                channels_last=not job.exact,
+                fuse=not job.exact,
+                device=device,
+                checkpoint_sha256=file_sha256(ckpt_path),
+                dataset=dataset,
+                reporter=reporter,
+            )
+    json_path = sens.save(out) if job.from_json is None else Path(job.from_json)
+    chart_path = save_chart(sens, job.chart or out.with_suffix(".png"))
+    result = SensitivityJobResult(sens, json_path, chart_path, ckpt_path)
+    if job.tau is not None or job.remove_k is not None:
+        from autoprune.sensitivity.depth import depth_plan
+
+        plan = depth_plan(space, sens, tau=job.tau, k=job.remove_k)
+        result.plan = plan
+        result.plan_path = plan.save(job.plan_out or out.with_name(out.stem + ".plan.json"))
+        flops, params = space.cost(plan)
+        result.flops_ratio = flops / space.dense_flops
+        result.params_ratio = params / space.dense_params
+    return result
+
+
+def _ensure_checkpoint(job: SensitivityJob, out: Path, reporter: Reporter) -> Path:
+    """The dense checkpoint to use; trains one first when it does not exist yet."""
+    path = job.checkpoint
+    if path is None:
+        if job.arch is None:
+            raise AutopruneError("give --checkpoint, or --arch (and --dataset) to train a dense model first")
+        dataset = job.dataset or job.default_dataset
+        path = out.parent / f"dense-{job.arch}-{_safe(dataset)}.pt"
+        if path.is_file():
+            reporter.note(f"using the dense checkpoint {path} from a previous run")
+            return path
+    elif path.is_file():
+        return path
+    if job.arch is None:
+        raise AutopruneError(f"checkpoint {str(path)!r} does not exist; give --arch to train one there first")
+    from autoprune.pipeline import train_dense
+
+    dataset = job.dataset or job.default_dataset
+    reporter.note(
+        f"no checkpoint at {path}: training a dense {job.arch} on {dataset} first "
+        f"({job.epochs} epochs; later runs reuse it)"
+    )
+    train_dense(
+        job.arch,
+        dataset,
+        path,
+        data_dir=job.data_dir,
+        epochs=job.epochs,
+        seed=job.seed or 0,
+        device=job.device,
+        reporter=reporter,
+    )
+    return path
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _search_split(dataset: str, job: SensitivityJob, meta: dict, reporter: Reporter):
+    """The search split the dense model did not train on (the checkpoint's split seed)."""
+    from autoprune.data import load_dataset
+
+    ckpt_dataset = meta.get("dataset")
+    if ckpt_dataset and dataset != ckpt_dataset:
+        reporter.note(f"note: the checkpoint was trained on {ckpt_dataset}, measuring on {dataset}")
+    seed = job.seed if job.seed is not None else int(meta.get("seed", 0))
+    splits = load_dataset(dataset, job.data_dir, input_size=meta["input_size"], seed=seed)
+    if splits.num_classes != meta["num_classes"]:
+        raise AutopruneError(
+            f"{dataset} has {splits.num_classes} classes, the checkpoint's model {meta['num_classes']}"
+        )
+    return splits.search
+
+
+@contextmanager
+def _threads(n: int | None):
+    """Run with ``n`` torch CPU threads, restoring the previous count."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
