@@ -34,19 +34,24 @@ def select_blocks_to_remove(sens: Sensitivity, tau: float | None = None, k: int 
     if tau is not None:
         chosen = {u.id for u in candidates if u.delta <= tau}
     else:
-        if k < 0:
-            raise AutopruneError(f"--remove must be >= 0, got {k}")
-        if k > len(candidates):
-            raise AutopruneError(
-                f"cannot remove {k} blocks: only {len(candidates)} of {len(sens.units)} are removable "
-                "(the first block of each stage changes the shape)"
-            )
+        check_removal_count(k, len(candidates), len(sens.units))
         ranked = sorted(
             range(len(candidates)),
             key=lambda i: (candidates[i].delta, _loss(candidates[i].loss_delta), i),
         )
         chosen = {candidates[i].id for i in ranked[:k]}
     return [u.id for u in sens.units if u.id in chosen]
+
+
+def check_removal_count(k: int, removable: int, blocks: int) -> None:
+    """AutopruneError unless ``k`` blocks can be removed (called before computing, to fail fast)."""
+    if k < 0:
+        raise AutopruneError(f"--remove must be >= 0, got {k}")
+    if k > removable:
+        raise AutopruneError(
+            f"cannot remove {k} blocks: only {removable} of {blocks} are removable "
+            "(the first block of each stage changes the shape)"
+        )
 
 
 def _loss(value: float | None) -> float:

@@ -77,6 +77,13 @@ def run_sensitivity_job(job: SensitivityJob, reporter: Reporter = SILENT) -> Sen
     space = PruningSpace.from_model(
         model, torch.zeros(1, 3, size, size), arch=ckpt.arch, num_classes=meta["num_classes"]
     )
+    depth = job.tau is not None or job.remove_k is not None
+    if depth and job.from_json is None and job.method == "bn-gamma":
+        raise AutopruneError("depth pruning needs a data-driven drop (sr-init or sbpf), not bn-gamma")
+    if job.remove_k is not None:  # fail before the long computation
+        from autoprune.sensitivity.depth import check_removal_count
+
+        check_removal_count(job.remove_k, len(space.removable_blocks), len(space.blocks))
     if job.from_json is not None:
         sens = load_sensitivity(job.from_json, space)
     else:

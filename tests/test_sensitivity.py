@@ -1,0 +1,349 @@
+"""Sensitivity engine: cached == naive, determinism, fixed points, adaptive, JSON, depth selection."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import autoprune
+from autoprune.errors import AutopruneError
+from autoprune.models import initializer_for
+from autoprune.sensitivity import (
+    Adaptive,
+    Sensitivity,
+    UnitSensitivity,
+    bn_gamma_value,
+    compute_sensitivity,
+    compute_sensitivity_naive,
+    load_sensitivity,
+    select_blocks_to_remove,
+    sr_init_overrides,
+    units_from_space,
+)
+from autoprune.space import PruningSpace
+
+SIZE = 16
+PLAIN = {"fold_bn": False, "channels_last": False, "fuse": False}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small passes on a shared 2-core machine: one thread avoids OpenMP barrier stalls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def calibrated(arch: str, seed: int = 0, **kwargs) -> nn.Module:
+    """A random-init model with BN statistics from random data, so no layer is degenerate."""
+    torch.manual_seed(seed)
+    model = autoprune.create_model(arch, 10, SIZE, **kwargs)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = None  # cumulative average
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.normal_(m.bias, 0.0, 0.1)
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 1.0)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(64, 3, SIZE, SIZE))
+    return model.eval()
+
+
+def data_for(model: nn.Module, n: int = 32, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels: the clean model's predictions, a quarter replaced by random labels."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, SIZE, SIZE, generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    flip = torch.arange(n) % 4 == 0
+    y[flip] = torch.randint(0, 10, (int(flip.sum()),), generator=g)
+    return x, y
+
+
+def space_of(model: nn.Module, arch: str) -> PruningSpace:
+    return PruningSpace.from_model(model, torch.zeros(1, 3, SIZE, SIZE), arch=arch)
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    model = calibrated("resnet20")
+    return model, space_of(model, "resnet20"), data_for(model)
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    model = calibrated("mobilenetv2", width_mult=0.35)
+    return model, space_of(model, "mobilenetv2"), data_for(model, 24)
+
+
+def assert_same_values(a: Sensitivity, b: Sensitivity) -> None:
+    assert a.ids == b.ids
+    assert a.acc0 == b.acc0 and a.loss0 == b.loss0
+    for u, v in zip(a.units, b.units, strict=True):
+        assert u.per_seed == v.per_seed, u.id
+        assert u.loss_per_seed == pytest.approx(v.loss_per_seed, abs=1e-6, rel=0), u.id
+
+
+# ------------------------------------------------------------- cached == naive
+
+
+@pytest.mark.parametrize(
+    ("unit", "method"), [("block", "sr-init"), ("group", "sr-init"), ("block", "sbpf"), ("group", "sbpf")]
+)
+def test_cached_equals_naive_resnet20(resnet20, unit, method):
+    model, space, data = resnet20
+    kw = {"method": method, "unit": unit, "seeds": 2, "chunk_size": 16, "sigmas": (0.25, 0.5)}
+    cached = compute_sensitivity(model, space, data, **kw)
+    naive = compute_sensitivity_naive(model, space, data, **kw)
+    assert_same_values(cached, naive)
+    assert cached.engine["cached"] and not naive.engine["cached"]
+    assert any(u.delta != 0 for u in cached.units)  # the comparison is not vacuous
+    assert len(cached.units) == (len(space.blocks) if unit == "block" else len(space.groups))
+
+
+@pytest.mark.parametrize("unit", ["block", "group"])
+def test_cached_equals_naive_mobilenetv2(mobilenet, unit):
+    model, space, data = mobilenet
+    kw = {"unit": unit, "seeds": 2, "chunk_size": 12}
+    cached = compute_sensitivity(model, space, data, **kw)
+    assert cached.engine["fused"] > 0 and cached.engine["fold_bn"]
+    assert_same_values(cached, compute_sensitivity_naive(model, space, data, **kw))
+    assert any(u.loss_delta != 0 for u in cached.units)
+
+
+def test_exact_mode_equals_the_plain_module(resnet20):
+    """Without folding/fusion/channels_last the cached path equals the original module bit for bit."""
+    model, space, data = resnet20
+    exact = compute_sensitivity(model, space, data, seeds=2, chunk_size=16, **PLAIN)
+    plain = compute_sensitivity_naive(model, space, data, seeds=2, chunk_size=16, **PLAIN)
+    assert_same_values(exact, plain)
+    assert exact.engine["fused"] == 0
+    fast = compute_sensitivity(model, space, data, seeds=2, chunk_size=16)
+    for u, v in zip(fast.units, plain.units, strict=True):  # the fast engine only rounds differently
+        assert u.loss_per_seed == pytest.approx(v.loss_per_seed, abs=1e-4)
+        assert all(abs(p - q) <= 1 / 32 + 1e-12 for p, q in zip(u.per_seed, v.per_seed, strict=True))
+
+
+def test_deterministic_under_a_seed(resnet20):
+    model, space, data = resnet20
+    a = compute_sensitivity(model, space, data, method="sbpf", unit="group", seeds=2, sigmas=(0.5,))
+    b = compute_sensitivity(model, space, data, method="sbpf", unit="group", seeds=2, sigmas=(0.5,))
+    da, db = a.to_dict(), b.to_dict()
+    da.pop("seconds"), db.pop("seconds")
+    assert da == db
+    c = compute_sensitivity(model, space, data, method="sbpf", unit="group", seeds=[5, 6], sigmas=(0.5,))
+    assert [u.per_seed for u in c.units] != [u.per_seed for u in a.units]
+
+
+def test_model_is_not_modified(resnet20):
+    model, space, data = resnet20
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    compute_sensitivity(model, space, data, unit="group", seeds=1)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not model.training
+
+
+# -------------------------------------------------------------- fixed points
+
+
+def test_sbpf_on_all_zero_weights_is_no_damage(resnet20):
+    model, space, data = resnet20
+    model = _copy(model)
+    with torch.no_grad():
+        for conv in (model.layer1[1].conv1, model.layer1[1].conv2):
+            conv.weight.zero_()
+        model.get_submodule("layer2.1.conv1").weight.zero_()  # the producer of group layer2.1.conv1
+    for unit, uid in (("block", "layer1.1"), ("group", "layer2.1.conv1")):
+        sens = compute_sensitivity(model, space, data, method="sbpf", unit=unit, seeds=2)
+        u = sens[uid]
+        assert u.per_seed == [0.0, 0.0] and u.loss_per_seed == [0.0, 0.0], uid
+        assert any(v.loss_delta != 0 for v in sens.units if v.id != uid)
+
+
+@pytest.mark.parametrize(("unit", "uid"), [("block", "layer2.1"), ("group", "layer3.0.conv1")])
+def test_sr_init_on_its_own_draw_is_zero(resnet20, unit, uid):
+    model, space, data = resnet20
+    model = _copy(model)
+    (target,) = [u for u in units_from_space(space, unit, model) if u.id == uid]
+    with torch.no_grad():
+        overrides = sr_init_overrides(model, target, 0, initializer_for("resnet20"))
+        model.load_state_dict(overrides, strict=False)
+    sens = compute_sensitivity(model, space, data, unit=unit, seeds=[0])
+    assert sens[uid].per_seed == [0.0] and sens[uid].loss_per_seed == [0.0]
+    assert any(v.loss_delta != 0 for v in sens.units if v.id != uid)
+    # a different seed redraws different values
+    assert compute_sensitivity(model, space, data, unit=unit, seeds=[1])[uid].loss_delta != 0
+
+
+def test_sr_init_group_only_touches_the_group_channels(resnet20):
+    model, space, _ = resnet20
+    (unit,) = [u for u in units_from_space(space, "group", model) if u.id == "layer1.0.conv1"]
+    overrides = sr_init_overrides(model, unit, 0, initializer_for("resnet20"))
+    assert set(overrides) == {
+        "layer1.0.conv1.weight",
+        "layer1.0.bn1.weight",
+        "layer1.0.bn1.bias",
+        "layer1.0.bn1.running_mean",
+        "layer1.0.bn1.running_var",
+    }
+    assert torch.equal(overrides["layer1.0.bn1.running_var"], torch.ones(16))
+    assert not torch.equal(overrides["layer1.0.conv1.weight"], model.layer1[0].conv1.weight)
+
+
+def test_bn_gamma_is_mean_abs_gamma(resnet20):
+    model, space, _ = resnet20
+    sens = compute_sensitivity(model, space, None, method="bn-gamma", unit="block")
+    block = model.layer2[1]
+    expected = torch.cat([block.bn1.weight.abs(), block.bn2.weight.abs()]).double().mean().item()
+    assert sens["layer2.1"].delta == pytest.approx(expected, rel=1e-12)
+    assert sens.images == 0 and sens.acc0 is None
+    groups = compute_sensitivity(model, space, None, method="bn-gamma", unit="group")
+    (unit,) = [u for u in units_from_space(space, "group", model) if u.id == "layer2.0.conv1"]
+    assert groups["layer2.0.conv1"].delta == pytest.approx(bn_gamma_value(model, unit))
+    assert groups["layer2.0.conv1"].delta == pytest.approx(model.layer2[0].bn1.weight.abs().mean().item())
+
+
+# ------------------------------------------------------------------ adaptive
+
+
+def test_adaptive_uses_fewer_images_and_matches_a_full_run_on_them(resnet20):
+    model, space, _ = resnet20
+    data = data_for(model, 96, seed=3)
+    cfg = Adaptive(chunk=16, min_images=32, resolution=0.05)
+    sens = compute_sensitivity(model, space, data, seeds=1, adaptive=cfg)
+    used = [u.images for u in sens.units]
+    assert all(32 <= n <= 96 and n % 16 == 0 for n in used)
+    assert min(used) < 96  # some unit settled early
+    assert sens.images == max(used) and sens.adaptive["chunk"] == 16
+    n = min(used)
+    uid = next(u.id for u in sens.units if u.images == n)
+    full = compute_sensitivity(model, space, data, seeds=1, images=n, chunk_size=16)
+    assert full[uid].per_seed == sens[uid].per_seed
+    with pytest.raises(AutopruneError, match="naive"):
+        compute_sensitivity_naive(model, space, data, adaptive=True)
+
+
+def test_chunking_follows_max_memory(resnet20):
+    model, space, data = resnet20
+    small = compute_sensitivity(model, space, data, seeds=1, max_memory=2**20)
+    big = compute_sensitivity(model, space, data, seeds=1)
+    assert 1 <= small.engine["chunk"] < big.engine["chunk"] == 32
+    assert_same_values(small, compute_sensitivity_naive(model, space, data, seeds=1, max_memory=2**20))
+
+
+# ------------------------------------------------------------ JSON, bad input
+
+
+def test_json_round_trip_and_fields(resnet20, tmp_path):
+    model, space, data = resnet20
+    sens = compute_sensitivity(
+        model, space, data, method="sbpf", seeds=2, sigmas=(0.1, 0.5), checkpoint_sha256="ab" * 32
+    )
+    path = sens.save(tmp_path / "sens.json")
+    raw = json.loads(path.read_text())
+    assert raw["format"] == "autoprune.sensitivity/1"
+    for key in ("method", "unit", "arch", "input_size", "num_classes", "seeds", "images", "acc0", "loss0"):
+        assert key in raw
+    assert raw["checkpoint_sha256"] == "ab" * 32 and len(raw["model_sha256"]) == 64
+    first = raw["units"][0]
+    assert {"id", "stage", "delta", "std", "per_seed", "removable", "per_sigma"} <= set(first)
+    assert len(first["per_seed"]) == 2 and set(first["per_sigma"]) == {"0.1", "0.5"}
+    back = load_sensitivity(path, space)
+    assert back.to_dict() == sens.to_dict() | {"seconds": round(sens.seconds, 3)}
+    assert math.isclose(back["layer1.0"].std, sens["layer1.0"].std)
+
+
+def test_load_rejects_another_model(resnet20, tmp_path):
+    model, space, data = resnet20
+    sens = compute_sensitivity(model, space, data, seeds=1, unit="group")
+    path = sens.save(tmp_path / "sens.json")
+    other = calibrated("resnet32")
+    with pytest.raises(AutopruneError, match="sens.json was computed for resnet20, not resnet32"):
+        load_sensitivity(path, space_of(other, "resnet32"))
+    anonymous = PruningSpace.from_model(other, torch.zeros(1, 3, SIZE, SIZE))  # no arch: ids decide
+    with pytest.raises(AutopruneError, match="lacks .* channel group"):
+        load_sensitivity(path, anonymous)
+    with pytest.raises(AutopruneError, match="block units are needed"):
+        load_sensitivity(path, space, unit="block")
+    (tmp_path / "bad.json").write_text('{"format": "something/1"}')
+    with pytest.raises(AutopruneError, match="not an autoprune sensitivity file"):
+        load_sensitivity(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "magic"}, "unknown sensitivity method"),
+        ({"seeds": 0}, "seeds must be >= 1"),
+        ({"seeds": []}, "seeds must not be empty"),
+        ({"unit": "layer"}, "unknown unit"),
+        ({"method": "sbpf", "sigmas": (0.0,)}, "positive sigmas"),
+        ({"images": 0}, "images must be >= 1"),
+    ],
+)
+def test_bad_arguments_are_user_errors(resnet20, kwargs, match):
+    model, space, data = resnet20
+    with pytest.raises(AutopruneError, match=match):
+        compute_sensitivity(model, space, data, **kwargs)
+
+
+def test_block_units_need_residual_blocks():
+    model = autoprune.create_model("vgg16", 10, 32).eval()
+    space = PruningSpace.from_model(model, torch.zeros(1, 3, 32, 32), arch="vgg16")
+    with pytest.raises(AutopruneError, match="no residual blocks; use --unit group"):
+        compute_sensitivity(model, space, None, method="bn-gamma", unit="block")
+
+
+# ------------------------------------------------------------ depth selection
+
+
+def _fake(deltas: dict[str, float], removable: dict[str, bool], unit: str = "block") -> Sensitivity:
+    units = [
+        UnitSensitivity(uid, unit, 0, d, 0.0, [d], loss_delta=0.0, removable=removable.get(uid))
+        for uid, d in deltas.items()
+    ]
+    return Sensitivity("sr-init", unit, "net", 32, 10, [0], 100, 0.9, 0.3, units)
+
+
+def test_select_blocks_by_tau_and_k_never_takes_shape_changing_blocks():
+    sens = _fake(
+        {"a": 0.001, "b": 0.0, "c": 0.2, "d": 0.01, "e": 0.05},
+        {"a": True, "b": False, "c": True, "d": True, "e": True},
+    )
+    assert select_blocks_to_remove(sens, tau=0.01) == ["a", "d"]
+    assert select_blocks_to_remove(sens, k=3) == ["a", "d", "e"]  # network order; "b" is never chosen
+    assert select_blocks_to_remove(sens, k=0) == []
+    with pytest.raises(AutopruneError, match="only 4 of 5 are removable"):
+        select_blocks_to_remove(sens, k=5)
+    with pytest.raises(AutopruneError, match="exactly one"):
+        select_blocks_to_remove(sens, tau=0.1, k=1)
+    with pytest.raises(AutopruneError, match="needs block sensitivities"):
+        select_blocks_to_remove(_fake({"g": 0.1}, {}, unit="group"), k=1)
+
+
+def test_depth_plan_from_a_real_run(resnet20):
+    from autoprune.sensitivity import depth_plan
+
+    model, space, data = resnet20
+    sens = compute_sensitivity(model, space, data, seeds=1)
+    plan = depth_plan(space, sens, k=3)
+    removable = {b.name for b in space.blocks if b.removable}
+    assert len(plan.removed_blocks) == 3 and set(plan.removed_blocks) <= removable
+    lowest = sorted((u for u in sens.units if u.removable), key=lambda u: (u.delta, u.loss_delta))[:3]
+    assert set(plan.removed_blocks) == {u.id for u in lowest}
+    assert all(plan.channels[g.id] == g.channels for g in space.groups)
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model)
