@@ -3,7 +3,10 @@
 Given per-group preferences p (see :mod:`autoprune.prior`), the keep ratios
 r(α) grow monotonically with the global scale α, and so does the cost of the
 rounded plan. Bisection (at most ``max_steps``) finds the largest α whose plan
-is at or under every budget. Rounding leaves a gap (a step of 8 channels in a
+is at or under every budget; the bisection stops once the plans at both ends
+differ in a single group, the resolution of the rounding. If that group is
+coarse, keeping it at its larger count and bisecting the others below it is
+tried as well (repeatedly, up to ``MAX_FIXED`` groups). Rounding still leaves a gap (a step of 8 channels in a
 wide group can be several percent of the FLOPs), which two moves close:
 
 * fill: add one rounding step to the group the next α would grow first, while
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +37,10 @@ from autoprune.space import PruningSpace
 
 MAX_STEPS = 40
 TOLERANCE = 0.005
-MAX_TRIPLE_MOVES = 30_000
+MAX_TRIPLE_MOVES = 20_000
 PATIENCE = 3
+MAX_ROUNDS = 6
+MAX_FIXED = 4
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ def project_to_budget(
     cost_model: CostModel | None = None,
     max_steps: int = MAX_STEPS,
 ) -> Projection:
-    """The largest rounded plan along r(α) (then greedily filled) at or under every budget."""
+    """The largest rounded plan along r(α) at or under every budget, with its rounding gap closed."""
     budget = Budget(flops, params)
     cost = cost_model or CostModel(space)
     prefs = np.asarray(preferences, dtype=np.float64)
@@ -92,33 +98,70 @@ def project_to_budget(
         raise ValueError(f"preferences must be {len(space.groups)} positive finite numbers")
     limits = _limits(budget, cost)
 
-    def channels_at(alpha: float) -> np.ndarray:
-        return space.channels_from_ratios(keep_ratios(alpha, prefs, r_min)[None, :])[0]
+    def channels_at(alpha: float, fixed: dict[int, int] | None = None) -> np.ndarray:
+        channels = space.channels_from_ratios(keep_ratios(alpha, prefs, r_min)[None, :])[0]
+        for g, n in (fixed or {}).items():
+            channels[g] = n
+        return channels
 
-    def fits(ch: np.ndarray) -> np.ndarray:
-        return _fits(cost, ch, limits)
-
-    lo, hi = 0.0, 1.0 / prefs.min()
-    smallest = channels_at(lo)
-    if not fits(smallest[None, :])[0]:
+    smallest = channels_at(0.0)
+    if not _fits(cost, smallest[None, :], limits)[0]:
         raise AutopruneError(_too_small_message(budget, cost, smallest, r_min))
+    top = 1.0 / prefs.min()
+    if _fits(cost, channels_at(top)[None, :], limits)[0]:
+        channels = channels_at(top)
+        return _projection(space, cost, channels, keep_ratios(top, prefs, r_min), top, 0)
+    fixed: dict[int, int] = {}
+
+    def at(alpha: float) -> np.ndarray:
+        return channels_at(alpha, fixed)
+
+    lo, hi, steps = _bisect(at, cost, limits, 0.0, top, max_steps)
+    alpha, target = lo, keep_ratios(hi, prefs, r_min)
+    candidates = [_fill(space, cost, at(lo), target, limits)]
+    # The last step of α may move one coarse group by a lot (a residual stream): also try keeping
+    # that group at its larger count and bisecting the others below it, a few levels deep.
+    for _ in range(MAX_FIXED):
+        jump = np.flatnonzero(at(lo) != at(hi))
+        if len(jump) != 1 or steps >= max_steps:
+            break
+        fixed[int(jump[0])] = int(at(hi)[jump[0]])
+        if not _fits(cost, at(0.0)[None, :], limits)[0]:
+            break
+        lo, hi, used = _bisect(at, cost, limits, 0.0, hi, max_steps - steps)
+        steps += used
+        candidates.append(_fill(space, cost, at(lo), target, limits))
+    closeness = [_binding_fraction(cost, c[None, :], limits)[0] for c in candidates]
+    channels = _close_gap(space, cost, candidates[int(np.argmax(closeness))], target, limits)
+    return _projection(space, cost, channels, keep_ratios(alpha, prefs, r_min), alpha, steps)
+
+
+def _bisect(
+    channels_at: Callable[[float], np.ndarray],
+    cost: CostModel,
+    limits: tuple[float, float],
+    lo: float,
+    hi: float,
+    max_steps: int,
+) -> tuple[float, float, int]:
+    """Shrink [lo, hi] (lo fits, hi does not) until the two plans differ in one group at most."""
     steps = 0
-    if not fits(channels_at(hi)[None, :])[0]:
-        while steps < max_steps:
-            steps += 1
-            mid = 0.5 * (lo + hi)
-            if fits(channels_at(mid)[None, :])[0]:
-                lo = mid
-            else:
-                hi = mid
-        channels = _close_gap(space, cost, channels_at(lo), keep_ratios(hi, prefs, r_min), limits)
-    else:
-        lo = hi
-        channels = channels_at(hi)
-    ratios = keep_ratios(lo, prefs, r_min)
+    while steps < max_steps and np.count_nonzero(channels_at(lo) != channels_at(hi)) > 1:
+        steps += 1
+        mid = 0.5 * (lo + hi)
+        if _fits(cost, channels_at(mid)[None, :], limits)[0]:
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi, steps
+
+
+def _projection(
+    space: PruningSpace, cost: CostModel, channels: np.ndarray, ratios: np.ndarray, alpha: float, steps: int
+) -> Projection:
     plan = space.plan_from_channels(channels, ratios=ratios)
     f, p = int(cost.flops(channels[None, :])[0]), int(cost.params(channels[None, :])[0])
-    return Projection(plan, lo, f, p, f / cost.dense_flops, p / cost.dense_params, steps)
+    return Projection(plan, alpha, f, p, f / cost.dense_flops, p / cost.dense_params, steps)
 
 
 def _limits(budget: Budget, cost: CostModel) -> tuple[float, float]:
@@ -154,19 +197,24 @@ def _fill(
 
 
 def _neighbours(space: PruningSpace, channels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Plans a few rounding steps away: "one step up in i, k <= 8 down in j" for every pair, and
+    """Plans a few rounding steps away: "one step up in i, k <= 8 down in j" and "k up in i, one
+    down in j" for every pair, and
     moves of up to ±4 steps in three groups at once (all of them for small spaces, a seeded
     sample otherwise): the cost lattice of a small net often needs three groups to move together
     to land close to a budget."""
     n = len(channels)
     step = np.array([g.step for g in space.groups], dtype=np.int64)
     i, j = np.nonzero(~np.eye(n, dtype=bool))
-    k = np.arange(1, 9)
+    k = np.array([1, 2, 4, 8])
     pair_i, pair_j, pair_k = np.repeat(i, len(k)), np.repeat(j, len(k)), np.tile(k, len(i))
-    pairs = np.zeros((len(pair_i), n), dtype=np.int64)
     rows = np.arange(len(pair_i))
-    pairs[rows, pair_i] = 1
-    pairs[rows, pair_j] = -pair_k
+    few_up_many_down = np.zeros((len(pair_i), n), dtype=np.int64)
+    few_up_many_down[rows, pair_i] = 1
+    few_up_many_down[rows, pair_j] = -pair_k
+    many_up_few_down = np.zeros((len(pair_i), n), dtype=np.int64)
+    many_up_few_down[rows, pair_i] = pair_k
+    many_up_few_down[rows, pair_j] = -1
+    pairs = np.concatenate([few_up_many_down, many_up_few_down])
     deltas = np.concatenate([pairs, _triple_moves(n, rng)])
     grid_top = -(-channels // step) * step  # a full width off the step grid counts as on it
     base = np.where(deltas < 0, grid_top, channels)
@@ -205,13 +253,13 @@ def _close_gap(
     target_ratios: np.ndarray,
     limits: tuple[float, float],
 ) -> np.ndarray:
-    """Fill, then move to the best fitting neighbour and refill until within ``TOLERANCE``
-    of the binding budget, or until ``PATIENCE`` rounds bring nothing better."""
+    """Move to the best fitting neighbour and refill until within ``TOLERANCE``
+    of the binding budget, until ``PATIENCE`` rounds bring nothing better, or ``MAX_ROUNDS``."""
     rng = np.random.default_rng(0)  # deterministic: the same preferences give the same plan
-    channels = _fill(space, cost, channels, target_ratios, limits)
     current = _binding_fraction(cost, channels[None, :], limits)[0]
-    idle = 0
-    while current < 1.0 - TOLERANCE and idle < PATIENCE:
+    idle = rounds = 0
+    while current < 1.0 - TOLERANCE and idle < PATIENCE and rounds < MAX_ROUNDS:
+        rounds += 1
         moves = _neighbours(space, channels, rng)
         ok = _fits(cost, moves, limits)
         score = np.where(ok, _binding_fraction(cost, moves, limits), -np.inf)
