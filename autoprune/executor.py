@@ -19,12 +19,21 @@ Fused chains use the BN's running statistics (eval semantics) whatever the BN's
 model's parameters or BN statistics change in place (SR-init re-initializes units
 between passes), the folded BN is recomputed on the next call; after replacing
 parameter tensors outright call :meth:`MaskedExecutor.refresh`.
+
+:meth:`MaskedExecutor.recalibrated` re-estimates the fused BNs' statistics of the
+masked network on a few batches (what :func:`autoprune.recalibration.recalibrate_batchnorm`
+does to a pruned model) and returns the masked network that uses them, leaving the
+model's own statistics untouched:
+
+    run = executor.recalibrated(recal_images, masks)
+    logits = run(x)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +49,7 @@ from autoprune.kernels import (
 )
 from autoprune.kernels.dispatch import requested_backend
 
-__all__ = ["MaskedExecutor", "PreparedMasks"]
+__all__ = ["MaskedExecutor", "PreparedMasks", "Recalibrated"]
 
 _ACT_MODULES: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish"}
 _ACT_FUNCTIONS = {
@@ -62,11 +71,47 @@ class PreparedMasks:
 
 
 class _State:
-    """What every fused op reads during one call: the masks and the backend."""
+    """What every fused op reads during one call: the masks, the backend, and BN statistics.
+
+    ``moments`` (recalibration pass): where each fused BN adds its batch statistics; the
+    BNs then normalize with the batch's own statistics, like a BN in training mode.
+    ``affines``: folded BN affines that replace the running statistics' (a recalibrated run).
+    """
 
     def __init__(self, backend: str) -> None:
         self.backend = backend
         self.masks: dict[str, ChannelMask] = {}
+        self.moments: dict[_FusedConv, _Moments] | None = None
+        self.affines: Mapping[_FusedConv, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+class _Moments:
+    """Cumulative average of one BN's batch mean and unbiased batch variance (BN momentum=None)."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.mean: torch.Tensor | float = 0.0
+        self.var: torch.Tensor | float = 0.0
+
+    def add(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+        self.batches += 1
+        self.mean = self.mean + mean.double()
+        self.var = self.var + var.double()
+
+    def result(self, channels: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(running_mean, running_var) as ``recalibrate_batchnorm`` leaves them; reset values if no batch."""
+        if self.batches == 0:
+            return torch.zeros(channels, device=device), torch.ones(channels, device=device)
+        assert isinstance(self.mean, torch.Tensor) and isinstance(self.var, torch.Tensor)
+        return (self.mean / self.batches).float(), (self.var / self.batches).float()
+
+
+def _fold_stats(
+    bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, conv_bias: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`fold_bn` with ``mean`` and ``var`` in place of the BN's running statistics."""
+    stats = SimpleNamespace(running_mean=mean, running_var=var, eps=bn.eps, weight=bn.weight, bias=bn.bias)
+    return fold_bn(stats, conv_bias)  # type: ignore[arg-type]  # reads only these attributes
 
 
 def _conv_kind(conv: nn.Conv2d) -> str:
@@ -95,9 +140,18 @@ def _conv_kind(conv: nn.Conv2d) -> str:
 class _FusedConv(nn.Module):
     """One ``conv [→ BN] [→ activation]`` chain, run by a fused op with the current mask."""
 
-    def __init__(self, name: str, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, act: str, state: _State):
+    def __init__(
+        self,
+        name: str,
+        conv: nn.Conv2d,
+        bn: nn.BatchNorm2d | None,
+        act: str,
+        state: _State,
+        bn_name: str | None = None,
+    ):
         super().__init__()
         self.name = name
+        self.bn_name = bn_name
         self.act = act
         self.kind = _conv_kind(conv)
         # Plain references (a tuple is not registered): the modules stay owned by the traced graph.
@@ -106,6 +160,7 @@ class _FusedConv(nn.Module):
         self._stamp: tuple | None = None
         self._scale = torch.empty(0)
         self._shift = torch.empty(0)
+        self._bias_only = (torch.empty(0), torch.empty(0))  # the conv bias alone as an affine
 
     def _tensors(self) -> list[torch.Tensor]:
         conv, bn = self._src
@@ -119,33 +174,62 @@ class _FusedConv(nn.Module):
         stamp = tuple((id(t), t._version, t.device) for t in self._tensors())
         if force or stamp != self._stamp:
             conv, bn = self._src
+            device = conv.weight.device
             scale, shift = fold_bn(bn, conv.bias, conv.out_channels)
-            self._scale = scale.to(conv.weight.device)
-            self._shift = shift.to(conv.weight.device)
+            self._scale = scale.to(device)
+            self._shift = shift.to(device)
+            self._bias_only = tuple(t.to(device) for t in fold_bn(None, conv.bias, conv.out_channels))
             self._stamp = stamp
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.refresh()
+    def _run(
+        self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, act: str, mask: ChannelMask | None
+    ) -> torch.Tensor:
         conv = self._src[0]
-        mask = self._state.masks.get(self.name)
         backend = self._state.backend
         if self.kind == "pointwise":
             return pointwise_conv_bn_act(
-                x,
-                conv.weight,
-                self._scale,
-                self._shift,
-                self.act,
-                mask,
-                stride=conv.stride[0],
-                backend=backend,
+                x, conv.weight, scale, shift, act, mask, stride=conv.stride[0], backend=backend
             )
         if self.kind == "depthwise":
             return depthwise_conv_bn_act(
-                x, conv.weight, self._scale, self._shift, conv.stride[0], self.act, mask, backend=backend
+                x, conv.weight, scale, shift, conv.stride[0], act, mask, backend=backend
             )
         y = conv._conv_forward(x, conv.weight, None)
-        return bn_mask_act(y, self._scale, self._shift, self.act, mask, backend=backend)
+        return bn_mask_act(y, scale, shift, act, mask, backend=backend)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.refresh()
+        mask = self._state.masks.get(self.name)
+        bn = self._src[1]
+        if bn is not None and self._state.moments is not None:
+            return self._forward_batch_stats(x, bn, mask, self._state.moments)
+        found = self._state.affines.get(self) if self._state.affines is not None else None
+        scale, shift = found if found is not None else (self._scale, self._shift)
+        return self._run(x, scale, shift, self.act, mask)
+
+    def _forward_batch_stats(
+        self,
+        x: torch.Tensor,
+        bn: nn.BatchNorm2d,
+        mask: ChannelMask | None,
+        moments: dict[_FusedConv, _Moments],
+    ) -> torch.Tensor:
+        """Recalibration pass: normalize with this batch's statistics and add them to ``moments``.
+
+        Same as a BN in training mode: the batch mean and *biased* variance normalize, the
+        *unbiased* variance is what the running average accumulates.
+        """
+        y = self._run(x, *self._bias_only, "none", mask)  # conv + bias, before the BN
+        var, mean = torch.var_mean(y.float(), dim=(0, 2, 3), correction=0)
+        n = y.numel() // y.shape[1]
+        if n < 2:
+            raise AutopruneError(
+                f"cannot recalibrate the BN after {self.name!r}: it sees 1 value per channel "
+                f"(input {tuple(x.shape)}); use batches of more than one image"
+            )
+        moments.setdefault(self, _Moments()).add(mean, var * (n / (n - 1)))
+        scale, shift = _fold_stats(bn, mean, var)
+        return bn_mask_act(y, scale, shift, self.act, mask, backend=self._state.backend)
 
 
 def _activation_of(node: fx.Node, modules: Mapping[str, nn.Module]) -> str | None:
@@ -218,6 +302,21 @@ class MaskedExecutor(nn.Module):
         """Qualified names of the convs that accept a mask, in graph order."""
         return list(self._fused)
 
+    @property
+    def fused_norms(self) -> dict[str, str]:
+        """BN name → name of the conv it is fused after (these BNs take their conv's mask)."""
+        return {f.bn_name: f.name for f in self._fused_list() if f.bn_name is not None}
+
+    @property
+    def unfused_norms(self) -> list[str]:
+        """BatchNorms the graph runs outside a fused chain, or in more than one: :meth:`recalibrated`
+        cannot re-estimate these (their stored statistics would be used), so it refuses the model."""
+        gm = self.graph_module
+        norms = [n.target for n in gm.graph.nodes if n.op == "call_module"]
+        found = [n for n in norms if isinstance(gm.get_submodule(n), nn.modules.batchnorm._BatchNorm)]
+        fused = [f.bn_name for f in self._fused_list() if f.bn_name is not None]
+        return sorted(set(found) | {n for n in fused if fused.count(n) > 1})
+
     def out_channels(self, name: str) -> int:
         """Output channels of the conv ``name`` (the length its mask must have)."""
         return self._fused[name][0]._src[0].out_channels
@@ -230,17 +329,17 @@ class MaskedExecutor(nn.Module):
                 continue
             conv = modules[node.target]
             chain = [node]
-            bn = None
+            bn, bn_name = None, None
             user = _sole_user(node)
             if user is not None and user.op == "call_module" and _is_foldable_bn(modules[user.target]):
-                bn = modules[user.target]
+                bn, bn_name = modules[user.target], user.target
                 chain.append(user)
             act = "none"
             user = _sole_user(chain[-1])
             if user is not None and (found := _activation_of(user, modules)) is not None:
                 act = found
                 chain.append(user)
-            fused = _FusedConv(node.target, conv, bn, act, self._state)
+            fused = _FusedConv(node.target, conv, bn, act, self._state, bn_name)
             fused_name = f"_fused_{sum(len(v) for v in self._fused.values())}"
             gm.add_submodule(fused_name, fused)
             source = node.args[0] if node.args else node.kwargs["input"]
@@ -316,25 +415,91 @@ class MaskedExecutor(nn.Module):
             prepared[name] = mask.to(device)
         return PreparedMasks(prepared, device)
 
+    def _masks_for(
+        self, out_masks: Mapping[str, torch.Tensor | ChannelMask] | PreparedMasks | None, device: torch.device
+    ) -> dict[str, ChannelMask]:
+        if out_masks is None:
+            return {}
+        if isinstance(out_masks, PreparedMasks):
+            if out_masks.device == device:
+                return out_masks.masks
+            return {k: m.to(device) for k, m in out_masks.masks.items()}
+        return self.prepare_masks(out_masks, device).masks
+
+    def _call(
+        self,
+        x: torch.Tensor,
+        out_masks: Mapping[str, torch.Tensor | ChannelMask] | PreparedMasks | None,
+        *,
+        moments: dict[_FusedConv, _Moments] | None = None,
+        affines: Mapping[_FusedConv, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
+        state = self._state
+        state.masks, state.moments, state.affines = self._masks_for(out_masks, x.device), moments, affines
+        try:
+            with torch.no_grad():
+                return self.graph_module(x)
+        finally:
+            state.masks, state.moments, state.affines = {}, None, None
+
     def forward(
         self,
         x: torch.Tensor,
         out_masks: Mapping[str, torch.Tensor | ChannelMask] | PreparedMasks | None = None,
     ) -> torch.Tensor:
         """Logits of the masked network on ``x`` (no autograd)."""
-        if out_masks is None:
-            masks: dict[str, ChannelMask] = {}
-        elif isinstance(out_masks, PreparedMasks):
-            masks = (
-                out_masks.masks
-                if out_masks.device == x.device
-                else {k: m.to(x.device) for k, m in out_masks.masks.items()}
+        return self._call(x, out_masks)
+
+    def recalibrated(
+        self,
+        batches: Iterable[torch.Tensor],
+        out_masks: Mapping[str, torch.Tensor | ChannelMask] | PreparedMasks | None = None,
+    ) -> Recalibrated:
+        """The masked network with every fused BN's statistics re-estimated on ``batches``.
+
+        The same statistics :func:`autoprune.recalibration.recalibrate_batchnorm` gives the
+        pruned model (reset, then momentum=None): each pass normalizes with the batch's mean and
+        biased variance, and the result is the average over batches of the batch means and of
+        the *unbiased* batch variances. Computed under ``out_masks``, so a kept channel's
+        statistics equal those of the physically pruned network; the model is not modified.
+
+        Raises :class:`AutopruneError` when the graph has BatchNorms outside fused chains
+        (:attr:`unfused_norms`): those would keep their stored statistics.
+        """
+        unfused = self.unfused_norms
+        if unfused:
+            raise AutopruneError(
+                "BN recalibration under masks needs every BatchNorm fused right after one conv; "
+                f"not fused: {', '.join(unfused[:5])}{' ...' if len(unfused) > 5 else ''}"
             )
-        else:
-            masks = self.prepare_masks(out_masks, x.device).masks
-        self._state.masks = masks
-        try:
-            with torch.no_grad():
-                return self.graph_module(x)
-        finally:
-            self._state.masks = {}
+        masks = out_masks if isinstance(out_masks, PreparedMasks) else self.prepare_masks(out_masks or {})
+        moments: dict[_FusedConv, _Moments] = {}
+        for x in batches:
+            self._call(x, masks, moments=moments)
+        affines: dict[_FusedConv, tuple[torch.Tensor, torch.Tensor]] = {}
+        stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for fused in self._fused_list():
+            conv, bn = fused._src
+            if bn is None or fused.bn_name is None:
+                continue
+            mean, var = moments.get(fused, _Moments()).result(conv.out_channels, conv.weight.device)
+            stats[fused.bn_name] = (mean, var)
+            affines[fused] = _fold_stats(bn, mean, var, conv.bias)
+        return Recalibrated(self, masks, stats, affines)
+
+
+@dataclass(frozen=True)
+class Recalibrated:
+    """A masked network whose fused BNs use re-estimated statistics; call it on a batch for logits.
+
+    Built by :meth:`MaskedExecutor.recalibrated`. ``stats``: BN name → (running_mean,
+    running_var) of the recalibration, over all channels (masked ones are meaningless).
+    """
+
+    executor: MaskedExecutor
+    masks: PreparedMasks
+    stats: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    _affines: dict[_FusedConv, tuple[torch.Tensor, torch.Tensor]]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.executor._call(x, self.masks, affines=self._affines)

@@ -4,11 +4,21 @@ A proxy turns a :class:`~autoprune.plan.Plan` into a score (higher is better)
 and reports a value per evaluation batch, so a trial pruner can stop a weak
 candidate early. ``recal`` is the one built in; others plug in behind
 :class:`Proxy`.
+
+``recal`` runs two ways with the same scores (up to float rounding):
+:class:`RecalProxy` builds each candidate physically smaller (the fast path on the
+CPU) and :class:`MaskedRecalProxy` runs the dense network with the removed channels
+dead through the fused kernels of :class:`~autoprune.executor.MaskedExecutor`
+(the GPU path: static shapes, nothing rebuilt per candidate). :func:`create_proxy`
+picks one by device.
 """
 
 from __future__ import annotations
 
 import abc
+import copy
+import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,10 +27,20 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from autoprune.errors import AutopruneError
+from autoprune.executor import MaskedExecutor
 from autoprune.plan import Plan
 from autoprune.recalibration import recalibrate_batchnorm
 from autoprune.space import PruningSpace
-from autoprune.surgery import apply_plan
+from autoprune.surgery import (
+    CRITERIA,
+    PruneResult,
+    apply_plan,
+    group_scores,
+    layer_kept,
+    module_out_masks,
+    select_channels,
+)
 
 ReportFn = Callable[[int, float], None]
 """Called with (batch index, that batch's accuracy); may raise ``optuna.TrialPruned``."""
@@ -72,9 +92,17 @@ class EvalBatches:
 
 
 @torch.inference_mode()
-def score_batches(model: nn.Module, data: EvalBatches, report: ReportFn | None = None) -> ProxyScore:
-    """Top-1 and cross-entropy over ``data``, reporting each batch's accuracy."""
-    model.eval()
+def score_batches(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    data: EvalBatches,
+    report: ReportFn | None = None,
+) -> ProxyScore:
+    """Top-1 and cross-entropy over ``data``, reporting each batch's accuracy.
+
+    ``model``: a module (put in eval mode) or any callable from images to logits.
+    """
+    if isinstance(model, nn.Module):
+        model.eval()
     correct, loss, total = 0, 0.0, 0
     for step, (x, y) in enumerate(data.batches):
         logits = model(x)
@@ -113,3 +141,126 @@ class RecalProxy(Proxy):
         pruned = apply_plan(self.model, plan, self.criterion, space=self.space).model.to(self.device)
         recalibrate_batchnorm(pruned, self.recal.images, self.device)
         return score_batches(pruned, self.search, report)
+
+
+class MaskedRecalProxy(Proxy):
+    """The recal proxy on the dense network with the removed channels dead (the GPU path).
+
+    Channels are chosen exactly as :func:`~autoprune.surgery.apply_plan` chooses them
+    (:func:`~autoprune.surgery.group_scores`, :func:`~autoprune.surgery.select_channels`,
+    :func:`~autoprune.surgery.layer_kept`; the scores are computed once, the weights being
+    fixed), the kept indices become conv output masks, BN statistics are re-estimated
+    under the masks (:meth:`MaskedExecutor.recalibrated`) and top-1 is measured on the
+    search split. Scores equal :class:`RecalProxy`'s up to float rounding.
+
+    That equality needs every pruned producer to be a conv the executor masks (its BN
+    fused after it) and zero channels to stay zero up to the next conv (activations
+    with act(0) = 0, sums, concatenations, pooling); a model outside this is refused
+    with an :class:`AutopruneError` here, and :func:`create_proxy` then falls back to
+    :class:`RecalProxy`.
+    """
+
+    name = "recal"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        space: PruningSpace,
+        recal: EvalBatches,
+        search: EvalBatches,
+        *,
+        device: torch.device,
+        criterion: str = "l1",
+        backend: str = "auto",
+    ) -> None:
+        if criterion not in CRITERIA:
+            raise AutopruneError(
+                f"the masked recal proxy takes criterion {', '.join(CRITERIA)}, not {criterion!r}"
+            )
+        device = torch.device(device)
+        on_device = all(_same_device(t.device, device) for t in [*model.parameters(), *model.buffers()])
+        self.model = (model if on_device else copy.deepcopy(model).to(device)).eval()
+        self.space = space
+        self.recal = recal.to(device)
+        self.search = search.to(device)
+        self.device = device
+        self.criterion = criterion
+        self.executor = MaskedExecutor(self.model, backend=backend)
+        self._scores = group_scores(space, model, criterion)  # as apply_plan computes them (seed 0)
+        self._masked = set(self.executor.conv_names)
+        covered = self._masked | set(self.executor.fused_norms)
+        beyond = [
+            name
+            for name, r in space.layers.items()
+            if r.layer.kind != "scale" and any(gi >= 0 for gi, _, _ in r.out or ()) and name not in covered
+        ]
+        if beyond or self.executor.unfused_norms:
+            what = beyond or self.executor.unfused_norms
+            raise AutopruneError(
+                "the masked recal proxy needs every pruned layer to be a conv (+ BN) the executor fuses; "
+                f"not: {', '.join(what[:5])}{' ...' if len(what) > 5 else ''}"
+            )
+        self._removable = {b.name for b in space.blocks if b.branch_end in covered}
+
+    def out_masks(self, plan: Plan) -> dict[str, torch.Tensor]:
+        """Conv output masks (True = kept) of the channels ``plan`` keeps; whole convs are left out."""
+        plan.validate(self.space)
+        unsupported = [b for b in plan.removed_blocks if b not in self._removable]
+        if unsupported:
+            raise AutopruneError(f"the masked recal proxy cannot remove blocks {', '.join(unsupported)}")
+        chosen = select_channels(self.space, self._scores, self.space.channels_vector(plan))
+        kept = layer_kept(self.space, chosen, plan.removed_blocks)
+        result = PruneResult(self.model, kept, plan, self.criterion, space=self.space)
+        masks = module_out_masks(self.space, result)
+        return {name: m for name, m in masks.items() if name in self._masked and not bool(m.all())}
+
+    def score(self, plan: Plan, report: ReportFn | None = None) -> ProxyScore:
+        run = self.executor.recalibrated(self.recal.images, self.out_masks(plan))
+        return score_batches(run, self.search, report)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index or 0) == (b.index or 0)
+
+
+PROXY_EXECUTOR_ENV = "AUTOPRUNE_PROXY_EXECUTOR"
+PROXY_EXECUTORS = ("auto", "masked", "sliced")
+
+
+def create_proxy(
+    name: str,
+    model: nn.Module,
+    space: PruningSpace,
+    recal: EvalBatches,
+    search: EvalBatches,
+    device: torch.device,
+    criterion: str = "l1",
+    *,
+    executor: str = "auto",
+) -> Proxy:
+    """The proxy ``name`` on ``device``.
+
+    ``recal``: ``executor="masked"`` is :class:`MaskedRecalProxy`, ``"sliced"`` is
+    :class:`RecalProxy`, ``"auto"`` (default; the ``AUTOPRUNE_PROXY_EXECUTOR`` variable
+    overrides it) is masked on CUDA and sliced on the CPU, where slicing the kept
+    channels is the fast path. ``auto`` falls back to sliced, with a warning, for a
+    model the masked executor cannot run exactly.
+    """
+    if name != "recal":
+        raise AutopruneError(f"unknown proxy {name!r}; valid: recal")
+    choice = executor
+    if executor == "auto":
+        choice = os.environ.get(PROXY_EXECUTOR_ENV, "").strip().lower() or "auto"
+    if choice not in PROXY_EXECUTORS:
+        source = f"executor={executor!r}" if executor != "auto" else f"{PROXY_EXECUTOR_ENV}={choice!r}"
+        raise AutopruneError(f"invalid proxy executor {source}: use one of {', '.join(PROXY_EXECUTORS)}")
+    device = torch.device(device)
+    args = (model, space, recal, search)
+    if choice == "masked":
+        return MaskedRecalProxy(*args, device=device, criterion=criterion)
+    if choice == "auto" and device.type == "cuda":
+        try:
+            return MaskedRecalProxy(*args, device=device, criterion=criterion)
+        except AutopruneError as exc:
+            warnings.warn(f"recal proxy on sliced models, not the masked executor: {exc}", stacklevel=2)
+    return RecalProxy(*args, device=device, criterion=criterion)

@@ -32,7 +32,7 @@ from autoprune.progress import SILENT, Reporter
 from autoprune.search.choices import PRIORS, PROXIES, PRUNERS, SAMPLERS, SPACES
 from autoprune.search.objective import PlanObjective, SearchSpaceSpec, prior_log
 from autoprune.search.outputs import StudyPointer, refresh_outputs
-from autoprune.search.proxies import EvalBatches, RecalProxy
+from autoprune.search.proxies import EvalBatches, create_proxy
 from autoprune.search.samplers import create_pruner, create_sampler
 from autoprune.search.storage import StudyStorage, open_storage
 from autoprune.search_spaces import space_for
@@ -371,7 +371,7 @@ def _objective(
         splits.train_plain, stored["batch_size"], stored["recal_batches"] * stored["batch_size"], seed=seed
     )
     search = EvalBatches.from_dataset(splits.search, stored["batch_size"], stored["search_images"])
-    proxy = RecalProxy(model, space, recal, search, device=device, criterion=stored["criterion"])
+    proxy = create_proxy(stored["proxy"], model, space, recal, search, device, stored["criterion"])
     return (
         PlanObjective(
             space,
