@@ -40,6 +40,7 @@ from autoprune.errors import AutopruneError
 from autoprune.graph import _BN_MODULES, _CONV_MODULES, _CONVT_MODULES, _IN_MODULES
 from autoprune.io import atomic_write
 from autoprune.plan import Plan
+from autoprune.recalibration import recalibrate_batchnorm
 from autoprune.space import PruningSpace
 
 CRITERIA = ("l1", "l2", "bn_gamma", "random")
@@ -410,7 +411,9 @@ def _apply_auto(
     for crit in AUTO_CANDIDATES:
         kept = _kept_for(space, model, plan, crit, seed)
         cand = build_pruned(model, kept, plan.removed_blocks)
-        recalibrate_bn(cand, recal)
+        recalibrate_batchnorm(
+            cand, [b[0] if isinstance(b, (tuple, list)) else b for b in recal], _device_of(cand)
+        )
         accuracies[crit] = _accuracy(cand, held)
         if best is None or accuracies[crit] > accuracies[best.criterion]:
             best = PruneResult(cand, kept, plan, crit, None, space)
@@ -422,30 +425,6 @@ def _apply_auto(
 def _device_of(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: Iterable) -> nn.Module:
-    """Re-estimate BN running statistics (cumulative average) on ``batches`` of (x, ...) in place."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return model
-    saved = [(m, m.momentum) for m in norms]
-    was_training = model.training
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    device = _device_of(model)
-    try:
-        for batch in batches:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(x.to(device))
-    finally:
-        for m, momentum in saved:
-            m.momentum = momentum
-        model.train(was_training)
-    return model
 
 
 @torch.no_grad()
@@ -598,7 +577,7 @@ def load_pruned(path: str | os.PathLike, model: nn.Module | None = None) -> Prun
         raise AutopruneError(
             f"{str(path)!r} does not fit {plan.arch or type(model).__name__}: {str(exc).splitlines()[0]}"
         ) from None
-    return PruneResult(pruned, kept, plan, payload.get("criterion", "l1"))
+    return PruneResult(pruned.eval(), kept, plan, payload.get("criterion", "l1"))
 
 
 # ----------------------------------------------------------------------- export
@@ -652,7 +631,6 @@ __all__ = [
     "layer_kept",
     "load_pruned",
     "module_out_masks",
-    "recalibrate_bn",
     "save_pruned",
     "select_channels",
 ]
