@@ -7,6 +7,7 @@ plan at the same budget with the same proxy. It prints the best proxy score afte
 N trials, the score of the uniform plan, and trials per minute.
 
     .venv/bin/python benchmarks/bench_search.py --trials 30
+    .venv/bin/python benchmarks/bench_search.py --projection 300   # budget projection only
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from autoprune import create_model
 from autoprune.budget import project_to_budget
 from autoprune.checkpoint import load_model
 from autoprune.data import DEBIAN_FASHION_MNIST, load_dataset
@@ -83,6 +88,30 @@ def bench(dataset: str, trials: int, dense_epochs: int, work: Path, batch: int, 
     return rows
 
 
+def bench_projection(n: int) -> list[str]:
+    """Random preferences and budgets on every built-in arch: misses of the 0.5 % band, and time."""
+    rows = []
+    for arch in ("resnet20", "resnet32", "resnet56", "resnet110", "mobilenetv2", "vgg16"):
+        space = space_for(create_model(arch, 10, 32), arch, 32, 10)
+        rng = np.random.default_rng(123)
+        times, misses = [], 0
+        for _ in range(n):
+            prefs = np.exp(rng.uniform(-3, 3, len(space.groups)))
+            target = rng.uniform(0.3, 0.95)
+            kind = str(rng.choice(["flops", "params"]))
+            start = time.perf_counter()
+            projection = project_to_budget(space, prefs, **{kind: target})
+            times.append(time.perf_counter() - start)
+            ratio = projection.flops_ratio if kind == "flops" else projection.params_ratio
+            misses += not (target * 0.995 <= ratio <= target)
+        rows.append(
+            f"projection {arch}: {len(space.groups)} groups, "
+            f"{misses}/{n} outside [99.5 %, 100 %] of the budget, "
+            f"mean {np.mean(times):.3f} s, max {np.max(times):.3f} s"
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -93,7 +122,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--recal-batches", type=int, default=8)
     parser.add_argument("--skip-fashion-mnist", action="store_true")
+    parser.add_argument("--projection", type=int, default=0, help="Only time N random projections per arch.")
     args = parser.parse_args()
+    if args.projection:
+        torch.set_num_threads(1)
+        for row in bench_projection(args.projection):
+            print(row, flush=True)
+        return
     datasets = [("digits", args.digits_epochs)]
     if not args.skip_fashion_mnist and (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
         datasets.append(("fashion-mnist", args.fmnist_epochs))
