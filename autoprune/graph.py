@@ -38,10 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 from torch.nn.utils import parametrize
-from torch.utils.flop_counter import FlopCounterMode
 
 from autoprune.errors import AutopruneError
-from autoprune.flops import _COUNTED
+from autoprune.flops import counted_macs
 
 # --------------------------------------------------------------------------- data
 
@@ -378,19 +377,6 @@ def _materialize(value: Any, device: torch.device) -> Any:
     if isinstance(value, (tuple, list)):
         return type(value)(_materialize(v, device) for v in value)
     return value
-
-
-def counted_macs(fn: Callable[[], Any]) -> int:
-    """Conv + matmul multiply-adds FlopCounterMode sees while ``fn`` runs (as in autoprune.flops)."""
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        fn()
-    total = 0
-    for op, count in counter.get_flop_counts()["Global"].items():
-        name = str(op).split(".")[1] if "." in str(op) else str(op)
-        if name in _COUNTED:
-            total += count
-    return total // 2
 
 
 def _op_name(node: fx.Node) -> str:
