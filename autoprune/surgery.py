@@ -597,6 +597,10 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, example: torch
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor, *, opset: int = 17) -> Path:
     """Export ``model`` (eval mode) to ONNX with a dynamic batch dimension, atomically."""
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it; say so before writing anything)
+    except ImportError:
+        raise AutopruneError("ONNX export needs the onnx package: pip install onnx") from None
     was_training = model.training
     model.eval()
 
