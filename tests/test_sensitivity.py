@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -215,21 +216,34 @@ def test_bn_gamma_is_mean_abs_gamma(resnet20):
 # ------------------------------------------------------------------ adaptive
 
 
-def test_adaptive_uses_fewer_images_and_matches_a_full_run_on_them(resnet20):
+def test_adaptive_stops_when_the_ranking_is_settled_and_matches_a_full_run(resnet20):
     model, space, _ = resnet20
     data = data_for(model, 96, seed=3)
-    cfg = Adaptive(chunk=16, min_images=32, resolution=0.05)
+    cfg = Adaptive(chunk=16, min_images=32, target=0.8)
     sens = compute_sensitivity(model, space, data, seeds=1, adaptive=cfg)
-    used = [u.images for u in sens.units]
-    assert all(32 <= n <= 96 and n % 16 == 0 for n in used)
-    assert min(used) < 96  # some unit settled early
-    assert sens.images == max(used) and sens.adaptive["chunk"] == 16
-    n = min(used)
-    uid = next(u.id for u in sens.units if u.images == n)
+    n = sens.images
+    assert 32 <= n < 96 and n % 16 == 0
+    assert all(u.images == n for u in sens.units)
+    assert sens.adaptive["stopped"] == "settled" and sens.adaptive["stability"] >= 0.8
     full = compute_sensitivity(model, space, data, seeds=1, images=n, chunk_size=16)
-    assert full[uid].per_seed == sens[uid].per_seed
+    assert_same_values(sens, full)  # the same images in the same order
+    never = compute_sensitivity(model, space, data, seeds=1, adaptive=Adaptive(chunk=32, min_images=1000))
+    assert never.images == 96 and never.adaptive["stopped"] == "budget"
     with pytest.raises(AutopruneError, match="naive"):
         compute_sensitivity_naive(model, space, data, adaptive=True)
+    with pytest.raises(AutopruneError, match="invalid adaptive"):
+        compute_sensitivity(model, space, data, adaptive=Adaptive(quantile=1.5))
+
+
+def test_rank_stability():
+    from autoprune.sensitivity.compute import rank_stability
+
+    rng = np.random.default_rng(0)
+    spread = np.arange(10)[:, None] * 0.1 + rng.normal(0, 0.01, (10, 200))  # clearly ordered units
+    assert rank_stability(spread, 100, 0.1, np.random.default_rng(1)) > 0.95
+    noise = rng.normal(0, 1, (10, 20))  # no order at all
+    assert rank_stability(noise, 100, 0.1, np.random.default_rng(1)) < 0.8  # far from the 0.95 target
+    assert rank_stability(np.zeros((5, 30)), 50, 0.1, np.random.default_rng(1)) == 1.0  # all tied
 
 
 def test_chunking_follows_max_memory(resnet20):

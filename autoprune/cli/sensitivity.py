@@ -69,7 +69,16 @@ def _parse_sigmas(text: str) -> list[float]:
     help="Images of the search split (default: all; with --adaptive: the budget).",
 )
 @click.option(
-    "--adaptive", is_flag=True, help="Stop each unit once its rank is settled; reports the images used."
+    "--adaptive",
+    is_flag=True,
+    help="Evaluate images in chunks and stop once the ranking of units is settled (or --images is spent).",
+)
+@click.option(
+    "--adaptive-target",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.95,
+    show_default=True,
+    help="Settled: 9 in 10 bootstrap resamples rank the units with Spearman >= this.",
 )
 @click.option(
     "--max-memory",
@@ -135,6 +144,7 @@ def sensitivity(
     sigmas,
     images,
     adaptive,
+    adaptive_target,
     max_memory,
     chunk_size,
     exact,
@@ -178,6 +188,7 @@ def sensitivity(
         sigmas=_parse_sigmas(sigmas),
         images=images,
         adaptive=adaptive,
+        adaptive_target=adaptive_target,
         max_memory=parse_size(max_memory),
         chunk_size=chunk_size,
         exact=exact,

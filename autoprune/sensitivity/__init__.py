@@ -27,7 +27,8 @@ JSON (``"format": "autoprune.sensitivity/1"``)::
       "sigmas": [0.1, 0.25, 0.5] | null,    # sbpf only
       "images": 2000,                       # images evaluated (adaptive: the most any unit used)
       "images_available": 6000,             # size of the split
-      "adaptive": null | {"chunk": 128, "min_images": 256, "z": 1.96, "resolution": 0.01},
+      "adaptive": null | {"chunk": 128, "min_images": 256, "target": 0.95, "quantile": 0.1,
+                          "resamples": 200, "seed": 0, "stability": 0.96, "stopped": "settled" | "budget"},
       "acc0": 0.91, "loss0": 0.25,          # clean top-1 / cross-entropy on those images (null: bn-gamma)
       "checkpoint_sha256": "..." | null,    # of the dense checkpoint file
       "model_sha256": "...",                # of the model's state (names, shapes, bytes)

@@ -14,12 +14,18 @@ a unit share the cached prefix, the generated sub-modules are built once per cut
 and the perturbed tensors once per (unit, variant). Memory holds one cut's
 values per chunk plus one pass's working set; ``max_memory`` sets the chunk.
 
-Adaptive mode (:class:`Adaptive`): images come in small chunks; after each one a
-unit *retires* (stops being evaluated) once, against every other unit, the 95 %
-interval of the paired per-image difference of their drops either excludes 0
-(the order is settled) or lies inside +-``resolution`` (they are tied for
-practical purposes), with at least ``min_images`` seen. The run stops when every
-unit retired or the image budget is spent; each unit records its own image count.
+Adaptive mode (:class:`Adaptive`): images come in chunks of ``chunk``; after
+each one (once ``min_images`` are seen) the ranking of the units is tested for
+stability by a paired bootstrap over the images seen so far: ``resamples``
+resamples of those images give resampled per-unit drops, each is ranked, and
+its Spearman correlation with the current ranking is taken. The ranking is
+*settled* when the ``quantile`` (default the 10th percentile) of those
+correlations reaches ``target`` (0.95): a fresh sample of as many images would,
+nine times in ten, rank the units at least that similarly. The run stops there
+or when the image budget is spent; the JSON records the images used, the final
+stability and why it stopped. A pairwise rule (stop when the 95 % intervals of
+neighbours separate) never stops when two units are truly equal, and the
+bootstrap accounts for every pair at once, with the images' pairing.
 """
 
 from __future__ import annotations
@@ -64,8 +70,10 @@ class Adaptive:
 
     chunk: int = 128
     min_images: int = 256
-    z: float = 1.96
-    resolution: float = 0.01
+    target: float = 0.95
+    quantile: float = 0.1
+    resamples: int = 200
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -162,11 +170,12 @@ def compute_sensitivity(
     perturb = raw_overrides if engine is None else (lambda u, v: engine.derive(raw_overrides(u, v)))
     chunk = _chunk_size(engine, example, len(order), chunk_size, max_memory, cfg)
     scores = _Scores(units, len(variants), len(order))
+    adaptive_record = None
     if naive:
         _run_naive(ref, engine, units, variants, perturb, dataset_, order, chunk, device, scores, reporter)
     else:
         assert engine is not None
-        _run_cached(
+        adaptive_record = _run_cached(
             engine, units, variants, perturb, dataset_, order, chunk, max_memory, scores, cfg, reporter
         )
     engine_info = {
@@ -178,7 +187,17 @@ def compute_sensitivity(
         "device": str(device),
     }
     return _assemble(
-        header, units, variants, method, seed_list, sigma_list, scores, len(dataset_), cfg, engine_info, start
+        header,
+        units,
+        variants,
+        method,
+        seed_list,
+        sigma_list,
+        scores,
+        len(dataset_),
+        adaptive_record,
+        engine_info,
+        start,
     )
 
 
@@ -223,7 +242,13 @@ def _adaptive_config(adaptive: bool | Adaptive) -> Adaptive | None:
         return Adaptive()
     if not adaptive:
         return None
-    if adaptive.chunk < 1 or adaptive.min_images < 1 or adaptive.z <= 0 or adaptive.resolution < 0:
+    if (
+        adaptive.chunk < 1
+        or adaptive.min_images < 1
+        or adaptive.resamples < 2
+        or not 0.0 <= adaptive.quantile < 1.0
+        or not -1.0 <= adaptive.target <= 1.0
+    ):
         raise AutopruneError(f"invalid adaptive settings {adaptive}")
     return adaptive
 
@@ -396,13 +421,13 @@ def _run_cached(
     scores: _Scores,
     cfg: Adaptive | None,
     reporter: Reporter,
-) -> None:
-    """Prefix-cached passes, chunk by chunk (see the module docstring)."""
+) -> dict | None:
+    """Prefix-cached passes, chunk by chunk (see the module docstring); the adaptive record."""
     cache = _OverrideCache(perturb, budget=max_memory // 4)
     cuts = {u.id: engine.cut_for(cache.get(u, variants[0], 0)) for u in units}
     by_cut = sorted(units, key=lambda u: (cuts[u.id], units.index(u)))
     n_chunks = -(-len(order) // chunk)
-    active = {u.id for u in units}
+    stop = _Stopper(cfg) if cfg is not None else None
     reporter.start("sensitivity", len(units) * n_chunks)
     with torch.inference_mode():
         for ci, (x, y) in enumerate(_chunks(dataset, order, chunk)):
@@ -410,8 +435,6 @@ def _run_cached(
             x, y = engine.format(x), y.to(engine.device)
             values, pos, tail = [x], 0, []
             for u in by_cut:
-                if u.id not in active:
-                    continue
                 cut = cuts[u.id]
                 if cut == engine.end:  # reads nothing the engine runs: equals the clean model
                     tail.append(u)
@@ -428,13 +451,11 @@ def _run_cached(
                 for vi in range(len(variants)):
                     scores.unit(u.id, vi, at, logits0, y)
                 reporter.advance(1, unit=u.id)
-            if cfg is not None:
-                for uid in _retire(scores, active, cfg):
-                    active.discard(uid)
-                    reporter.advance(n_chunks - ci - 1)
-                if not active:
-                    break
+            if stop is not None and stop.settled(scores):
+                reporter.advance(len(units) * (n_chunks - ci - 1))
+                break
     reporter.finish()
+    return None if stop is None else stop.record(len(order))
 
 
 class _OverrideCache:
@@ -457,28 +478,53 @@ class _OverrideCache:
         return value
 
 
-def _retire(scores: _Scores, active: set[str], cfg: Adaptive) -> list[str]:
-    """Active units whose order against every other unit is settled (see the module docstring)."""
-    ids = list(scores.index)
-    drops = {uid: scores.drops(scores.index[uid]) for uid in ids}
-    done = []
-    for uid in ids:
-        if uid not in active or len(drops[uid]) < cfg.min_images:
-            continue
-        if all(_settled(drops[uid], drops[other], cfg) for other in ids if other != uid):
-            done.append(uid)
-    return done
+class _Stopper:
+    """The adaptive stopping rule (see the module docstring)."""
+
+    def __init__(self, cfg: Adaptive) -> None:
+        self.cfg = cfg
+        self.rng = np.random.default_rng(cfg.seed)
+        self.stability: float | None = None
+        self.images = 0
+
+    def settled(self, scores: _Scores) -> bool:
+        n = int(scores.seen0)
+        self.images = n
+        if n < self.cfg.min_images:
+            return False
+        drops = np.stack([scores.drops(i) for i in range(len(scores.index))])  # units x images
+        self.stability = rank_stability(drops, self.cfg.resamples, self.cfg.quantile, self.rng)
+        return self.stability >= self.cfg.target
+
+    def record(self, budget: int) -> dict:
+        return {
+            **asdict(self.cfg),
+            "stability": self.stability,
+            "stopped": "settled" if self.images < budget else "budget",
+        }
 
 
-def _settled(a: np.ndarray, b: np.ndarray, cfg: Adaptive) -> bool:
-    """Paired test on common images: the difference is clearly non-zero, or clearly tiny."""
-    n = min(len(a), len(b))
-    if n < 2:
-        return False
-    e = a[:n] - b[:n]
-    m = float(e.mean())
-    h = cfg.z * float(e.std(ddof=1)) / math.sqrt(n)
-    return abs(m) > h or abs(m) + h < cfg.resolution
+def rank_stability(drops: np.ndarray, resamples: int, quantile: float, rng: np.random.Generator) -> float:
+    """``quantile`` of the Spearman correlations between the ranking of ``drops.mean(1)`` and
+    the rankings of ``resamples`` paired bootstrap resamples of the images (columns)."""
+    from scipy.stats import rankdata
+
+    n = drops.shape[1]
+    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)  # B x n
+    boot = drops @ weights.T / n  # units x B
+    current = rankdata(drops.mean(axis=1))
+    ranks = rankdata(boot, axis=0)
+    corr = np.array([_pearson(current, ranks[:, b]) for b in range(resamples)])
+    return float(np.quantile(corr, quantile))
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two rank vectors; two constant rankings agree (1), one does not (0)."""
+    a, b = a - a.mean(), b - b.mean()
+    na, nb = float(np.sqrt((a * a).sum())), float(np.sqrt((b * b).sum()))
+    if na == 0.0 or nb == 0.0:
+        return 1.0 if na == nb else 0.0
+    return float((a * b).sum() / (na * nb))
 
 
 # ------------------------------------------------------------------- assembly
@@ -493,7 +539,7 @@ def _assemble(
     sigmas: list[float],
     scores: _Scores,
     available: int,
-    cfg: Adaptive | None,
+    adaptive_record: dict | None,
     engine_info: dict,
     start: float,
 ) -> Sensitivity:
@@ -533,7 +579,7 @@ def _assemble(
         acc0=int(scores.correct0[:n_all].sum()) / n_all,
         loss0=float(scores.loss0[:n_all].astype(np.float64).sum()) / n_all,
         units=results,
-        adaptive=None if cfg is None else asdict(cfg),
+        adaptive=adaptive_record,
         engine=engine_info,
         seconds=time.perf_counter() - start,
     )

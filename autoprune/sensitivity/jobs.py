@@ -15,7 +15,7 @@ import torch
 
 from autoprune.errors import AutopruneError
 from autoprune.progress import SILENT, Reporter
-from autoprune.sensitivity.compute import DEFAULT_MAX_MEMORY, DEFAULT_SIGMAS
+from autoprune.sensitivity.compute import DEFAULT_MAX_MEMORY, DEFAULT_SIGMAS, Adaptive
 
 
 @dataclass
@@ -33,6 +33,7 @@ class SensitivityJob:
     sigmas: list[float] | tuple[float, ...] = DEFAULT_SIGMAS
     images: int | None = None
     adaptive: bool = False
+    adaptive_target: float = 0.95
     max_memory: int = DEFAULT_MAX_MEMORY
     chunk_size: int | None = None
     exact: bool = False
@@ -105,7 +106,7 @@ def run_sensitivity_job(job: SensitivityJob, reporter: Reporter = SILENT) -> Sen
                 arch=ckpt.arch,
                 max_memory=job.max_memory,
                 chunk_size=job.chunk_size,
-                adaptive=job.adaptive,
+                adaptive=Adaptive(target=job.adaptive_target) if job.adaptive else False,
                 fold_bn=not job.exact,
                 channels_last=not job.exact,
                 fuse=not job.exact,
