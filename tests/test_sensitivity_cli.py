@@ -114,11 +114,12 @@ def test_group_units_sbpf_and_bn_gamma(run_cli, checkpoint, tmp_path):
     out = tmp_path / "g.json"
     r = run_cli(
         "sensitivity", "--checkpoint", checkpoint, "--method", "sbpf", "--unit", "group",
-        "--seeds", "1", "--sigmas", "0.5", "--images", "16", "--out", out,
+        "--seeds", "1", "--sigmas", "0.5", "--images", "16", "--exact", "--out", out,
     )  # fmt: skip
     assert r.code == 0, r.err
     data = json.loads(out.read_text())
     assert data["sigmas"] == [0.5] and data["units"][0]["id"] == "conv1"
+    assert data["engine"] == data["engine"] | {"fold_bn": False, "channels_last": False, "fused": 0}
     r = run_cli(
         "sensitivity", "--checkpoint", checkpoint, "--method", "bn-gamma", "--out", tmp_path / "b.json"
     )

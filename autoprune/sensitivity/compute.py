@@ -36,6 +36,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -56,6 +57,9 @@ from autoprune.sensitivity.units import (
     sr_init_overrides,
     units_from_space,
 )
+
+if TYPE_CHECKING:
+    from autoprune.space import PruningSpace
 
 DEFAULT_SIGMAS = (0.1, 0.25, 0.5)
 DEFAULT_MAX_MEMORY = 4 * 2**30
@@ -87,7 +91,7 @@ Data = Dataset | tuple[torch.Tensor, torch.Tensor]
 
 def compute_sensitivity(
     model: nn.Module,
-    space,
+    space: PruningSpace,
     data: Data | None = None,
     *,
     method: str = "sr-init",
@@ -201,7 +205,7 @@ def compute_sensitivity(
     )
 
 
-def compute_sensitivity_naive(model: nn.Module, space, data: Data, **kwargs) -> Sensitivity:
+def compute_sensitivity_naive(model: nn.Module, space: PruningSpace, data: Data, **kwargs) -> Sensitivity:
     """The naive reference: :func:`compute_sensitivity` with ``naive=True``."""
     return compute_sensitivity(model, space, data, naive=True, **kwargs)
 

@@ -10,9 +10,14 @@ block of a stage) is never selected.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from autoprune.errors import AutopruneError
 from autoprune.sensitivity.result import Sensitivity
+
+if TYPE_CHECKING:
+    from autoprune.plan import Plan
+    from autoprune.space import PruningSpace
 
 
 def select_blocks_to_remove(sens: Sensitivity, tau: float | None = None, k: int | None = None) -> list[str]:
@@ -58,7 +63,9 @@ def _loss(value: float | None) -> float:
     return 0.0 if value is None or math.isnan(value) else value
 
 
-def depth_plan(space, sens: Sensitivity, tau: float | None = None, k: int | None = None):
+def depth_plan(
+    space: PruningSpace, sens: Sensitivity, tau: float | None = None, k: int | None = None
+) -> Plan:
     """A full-width :class:`autoprune.Plan` of ``space`` that removes the selected blocks."""
     from autoprune.sensitivity.result import check_against
 

@@ -93,6 +93,8 @@ def run_sensitivity_job(job: SensitivityJob, reporter: Reporter = SILENT) -> Sen
         data = None
         if job.method != "bn-gamma":
             data = _search_split(dataset, job, meta, reporter)
+            if job.images is not None and job.images > len(data):
+                reporter.note(f"the search split has {len(data)} images; using all of them")
         with _threads(job.threads):
             sens = compute_sensitivity(
                 model,

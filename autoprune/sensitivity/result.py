@@ -10,10 +10,13 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import AutopruneError
 from autoprune.io import write_json
+
+if TYPE_CHECKING:
+    from autoprune.space import PruningSpace
 
 FORMAT = "autoprune.sensitivity/1"
 METHODS = ("sr-init", "sbpf", "bn-gamma")
@@ -202,7 +205,7 @@ def _finite(obj: Any) -> Any:
 
 def load_sensitivity(
     path: str | os.PathLike,
-    space=None,
+    space: PruningSpace | None = None,
     *,
     unit: str | None = None,
     method: str | None = None,
@@ -235,7 +238,7 @@ def load_sensitivity(
     return sens
 
 
-def check_against(sens: Sensitivity, space) -> None:
+def check_against(sens: Sensitivity, space: PruningSpace) -> None:
     """Raise AutopruneError unless ``sens`` was computed for the model ``space`` describes."""
     if sens.arch and space.arch and sens.arch != space.arch:
         raise AutopruneError(f"sens.json was computed for {sens.arch}, not {space.arch}")

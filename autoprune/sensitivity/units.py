@@ -38,11 +38,15 @@ import copy
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from autoprune.errors import AutopruneError
+
+if TYPE_CHECKING:
+    from autoprune.space import PruningSpace
 
 UNIT_KINDS = ("block", "group")
 
@@ -74,7 +78,7 @@ class Unit:
     members: tuple[Member, ...] = ()  # groups only
 
 
-def units_from_space(space, kind: str, model: nn.Module) -> list[Unit]:
+def units_from_space(space: PruningSpace, kind: str, model: nn.Module) -> list[Unit]:
     """The units of ``space`` (a :class:`autoprune.PruningSpace`) in network order."""
     if kind not in UNIT_KINDS:
         raise AutopruneError(f"unknown unit {kind!r}; valid: {', '.join(UNIT_KINDS)}")
