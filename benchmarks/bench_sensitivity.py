@@ -139,18 +139,27 @@ def compare(x: dict, y: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--archs", default=",".join(ARCHS))
-    ap.add_argument("--units", default=",".join(UNITS))
-    ap.add_argument("--images", type=int, default=2000)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--phases", default="naive,cached,adaptive")
-    ap.add_argument("--train-images", type=int, default=6000)
-    ap.add_argument("--train-epochs", type=int, default=2)
-    ap.add_argument("--adaptive-chunk", type=int, default=128)
-    ap.add_argument("--adaptive-min-images", type=int, default=256)
-    ap.add_argument("--adaptive-target", type=float, default=0.95)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/autoprune-bench-sensitivity"))
+    ap.add_argument("--archs", default=",".join(ARCHS), help="Comma-separated architectures.")
+    ap.add_argument("--units", default=",".join(UNITS), help="Comma-separated unit kinds (block, group).")
+    ap.add_argument("--images", type=int, default=2000, help="Search-split images per phase.")
+    ap.add_argument("--seeds", type=int, default=3, help="SR-init seeds.")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads in each phase.")
+    ap.add_argument("--phases", default="naive,cached,adaptive", help="Comma-separated phases to run.")
+    ap.add_argument(
+        "--train-images", type=int, default=6000, help="Training images for the cached checkpoints."
+    )
+    ap.add_argument("--train-epochs", type=int, default=2, help="Training epochs for the cached checkpoints.")
+    ap.add_argument("--adaptive-chunk", type=int, default=128, help="Images per adaptive chunk.")
+    ap.add_argument(
+        "--adaptive-min-images", type=int, default=256, help="Images before the adaptive rule may stop."
+    )
+    ap.add_argument("--adaptive-target", type=float, default=0.95, help="Bootstrap rank-stability target.")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("/tmp/autoprune-bench-sensitivity"),
+        help="Where trained checkpoints are cached.",
+    )
     ap.add_argument("--out", type=Path, default=None, help="Also write all figures as JSON here.")
     a = ap.parse_args()
     a.workdir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +201,7 @@ def main() -> None:
             _summarize(run)
             report["runs"].append(run)
             if a.out:
-                a.out.write_text(json.dumps(_strip(report), indent=1))
+                a.out.write_text(json.dumps(report, indent=1))
     _table(report)
 
 
@@ -217,11 +226,6 @@ def _summarize(run: dict) -> None:
             s["adaptive_speedup_cpu"] = run["naive"]["cpu"] / run["adaptive"]["cpu"]
     run["summary"] = s
     print("  " + "  ".join(f"{k} {v:.4g}" for k, v in s.items()), flush=True)
-
-
-def _strip(report: dict) -> dict:
-    """Keep per-unit values but not the repeated headers."""
-    return report
 
 
 def _table(report: dict) -> None:
