@@ -90,6 +90,7 @@ def run_phase(conn, phase: str, ckpt: str, unit: str, args: dict) -> None:
     space = PruningSpace.from_model(model, torch.zeros(1, 3, size, size), arch=meta.arch)
     search = load_dataset("fashion-mnist", seed=0).search
     kwargs = {"unit": unit, "seeds": args["seeds"], "images": args["images"], "arch": meta.arch}
+    kwargs["chunk_size"] = args.get("chunk_size")
     if phase == "naive":
         kwargs.update(naive=True, fold_bn=False, channels_last=False, fuse=False)
     elif phase == "adaptive":
@@ -160,6 +161,12 @@ def main() -> None:
         default=Path("/tmp/autoprune-bench-sensitivity"),
         help="Where trained checkpoints are cached.",
     )
+    ap.add_argument(
+        "--chunk-sweep",
+        default="",
+        help="Instead of the phases: time the cached engine at these comma-separated chunk sizes "
+        "(block units, --images, one seed).",
+    )
     ap.add_argument("--out", type=Path, default=None, help="Also write all figures as JSON here.")
     a = ap.parse_args()
     a.workdir.mkdir(parents=True, exist_ok=True)
@@ -184,6 +191,9 @@ def main() -> None:
             )
             info = train_checkpoint(arch, ckpt, a.train_images, a.train_epochs, max(a.threads, 1))
             print(f"  {info}", flush=True)
+        if a.chunk_sweep:
+            report["runs"].append(chunk_sweep(arch, ckpt, [int(c) for c in a.chunk_sweep.split(",")], args))
+            continue
         for unit in a.units.split(","):
             run = {"arch": arch, "unit": unit, "load_before": os.getloadavg()[0]}
             for name in phases:
@@ -202,7 +212,18 @@ def main() -> None:
             report["runs"].append(run)
             if a.out:
                 a.out.write_text(json.dumps(report, indent=1))
-    _table(report)
+    if not a.chunk_sweep:
+        _table(report)
+
+
+def chunk_sweep(arch: str, ckpt: Path, chunks: list[int], args: dict) -> dict:
+    """Cached-engine wall and CPU time per chunk size (block units, one seed)."""
+    out: dict = {"arch": arch, "chunk_sweep": {}}
+    for c in chunks:
+        r = phase("cached", ckpt, "block", {**args, "seeds": 1, "chunk_size": c})
+        out["chunk_sweep"][c] = {"wall": r["wall"], "cpu": r["cpu"], "peak_rss": r["peak_rss"]}
+        print(f"{arch} chunk {c}: wall {r['wall']:.2f} s  cpu {r['cpu']:.2f} s", flush=True)
+    return out
 
 
 def _summarize(run: dict) -> None:
