@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader never sees a half-written result."""
+"""Atomic file writes (a reader never sees a half-written result) and checked JSON reads."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from autoprune.errors import AutopruneError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -39,3 +41,14 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` atomically."""
     return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """The parsed JSON of ``path``; a missing or malformed file is an AutopruneError naming ``what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise AutopruneError(f"{what} file {str(path)!r} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AutopruneError(f"{what} file {str(path)!r} is not valid JSON ({exc})") from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from autoprune.data import load_dataset, make_loader
 from autoprune.device import resolve_device
 from autoprune.errors import AutopruneError
 from autoprune.flops import measured_macs, param_count
+from autoprune.io import read_json
 from autoprune.latency import latency_ms
 from autoprune.models import create_model
 from autoprune.progress import SILENT, Reporter
@@ -126,7 +126,7 @@ def apply_plan_file(
 
     dev = resolve_device(device)
     Plan.load(plan_path)  # readable and well-formed; checked against the model below
-    document = json.loads(Path(plan_path).read_text())
+    document = read_json(plan_path, "plan")
     notes: list[str] = []
     if checkpoint is None:
         if "checkpoint" not in document:

@@ -14,7 +14,6 @@ with a ``"plan"`` dict inside is read from that key (for wrappers that nest it).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import AutopruneError
-from autoprune.io import write_json
+from autoprune.io import read_json, write_json
 
 if TYPE_CHECKING:
     from autoprune.space import PruningSpace
@@ -91,13 +90,7 @@ class Plan:
         A ``best_trial.json`` loads directly: unknown top-level keys (``score``, ``budget``,
         ``study``, ``checkpoint_sha256``, ...) are ignored.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise AutopruneError(f"plan file {str(path)!r} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise AutopruneError(f"plan file {str(path)!r} is not valid JSON ({exc})") from None
+        data = read_json(path, "plan")
         try:
             return cls.from_dict(data, space)
         except AutopruneError as exc:

@@ -1,7 +1,8 @@
 """Sensitivity speed: the naive method vs autoprune's cached engine vs --adaptive, in one run.
 
-For each architecture and unit kind, three phases run, each in a fresh process
-(so its peak resident memory can be read on its own):
+For each architecture and unit kind, three phases run, each in a fresh process;
+peak resident memory is counted from after the model and data are loaded (the
+kernel's peak-RSS counter is reset there), so it is the computation's own:
 
 * ``naive``: the plain model (no folding/fusion, NCHW), the whole network rerun
   for every unit and seed on every chunk of images; the baseline;
@@ -26,7 +27,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -95,18 +95,22 @@ def run_phase(conn, phase: str, ckpt: str, unit: str, args: dict) -> None:
         kwargs.update(naive=True, fold_bn=False, channels_last=False, fuse=False)
     elif phase == "adaptive":
         kwargs.update(adaptive=Adaptive(**args["adaptive"]))
-    base_rss = _rss_now()
+    Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS (Linux >= 4.0)
+    base_rss = _status_bytes("VmRSS")
     wall, cpu = time.perf_counter(), time.process_time()
     sens = compute_sensitivity(model, space, search, **kwargs)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _status_bytes("VmHWM")
     conn.send({"sens": sens.to_dict(), "wall": wall, "cpu": cpu, "peak_rss": peak, "base_rss": base_rss})
     conn.close()
 
 
-def _rss_now() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(field: str) -> int:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def phase(name: str, ckpt: Path, unit: str, args: dict) -> dict:
@@ -164,11 +168,15 @@ def main() -> None:
     ap.add_argument(
         "--chunk-sweep",
         default="",
-        help="Instead of the phases: time the cached engine at these comma-separated chunk sizes "
+        help="Instead of the comparison: time each of --phases at these comma-separated chunk sizes "
         "(block units, --images, one seed).",
     )
+    ap.add_argument("--table", type=Path, default=None, help="Only print the tables of an --out file.")
     ap.add_argument("--out", type=Path, default=None, help="Also write all figures as JSON here.")
     a = ap.parse_args()
+    if a.table:
+        _table(json.loads(a.table.read_text()))
+        return
     a.workdir.mkdir(parents=True, exist_ok=True)
     args = {
         "threads": a.threads,
@@ -192,7 +200,8 @@ def main() -> None:
             info = train_checkpoint(arch, ckpt, a.train_images, a.train_epochs, max(a.threads, 1))
             print(f"  {info}", flush=True)
         if a.chunk_sweep:
-            report["runs"].append(chunk_sweep(arch, ckpt, [int(c) for c in a.chunk_sweep.split(",")], args))
+            chunks = [int(c) for c in a.chunk_sweep.split(",")]
+            report["runs"].append(chunk_sweep(arch, ckpt, chunks, phases, args))
             continue
         for unit in a.units.split(","):
             run = {"arch": arch, "unit": unit, "load_before": os.getloadavg()[0]}
@@ -204,7 +213,8 @@ def main() -> None:
                 extra = (r["peak_rss"] - r["base_rss"]) / 2**20
                 print(
                     f"  wall {r['wall']:.1f} s  cpu {r['cpu']:.1f} s  peak RSS {mib:.0f} MiB (+{extra:.0f})  "
-                    f"images {r['sens']['images']}  acc0 {r['sens']['acc0']:.4f}",
+                    f"images {r['sens']['images']}  acc0 {r['sens']['acc0']:.4f}  "
+                    f"rescored {r['sens']['engine'].get('rescored', 0)}",
                     flush=True,
                 )
             run["load_after"] = os.getloadavg()[0]
@@ -216,13 +226,14 @@ def main() -> None:
         _table(report)
 
 
-def chunk_sweep(arch: str, ckpt: Path, chunks: list[int], args: dict) -> dict:
-    """Cached-engine wall and CPU time per chunk size (block units, one seed)."""
+def chunk_sweep(arch: str, ckpt: Path, chunks: list[int], phases: list[str], args: dict) -> dict:
+    """Wall and CPU time of each phase per chunk size (block units, one seed)."""
     out: dict = {"arch": arch, "chunk_sweep": {}}
-    for c in chunks:
-        r = phase("cached", ckpt, "block", {**args, "seeds": 1, "chunk_size": c})
-        out["chunk_sweep"][c] = {"wall": r["wall"], "cpu": r["cpu"], "peak_rss": r["peak_rss"]}
-        print(f"{arch} chunk {c}: wall {r['wall']:.2f} s  cpu {r['cpu']:.2f} s", flush=True)
+    for name in phases:
+        for c in chunks:
+            r = phase(name, ckpt, "block", {**args, "seeds": 1, "chunk_size": c})
+            out["chunk_sweep"][f"{name} {c}"] = {"wall": r["wall"], "cpu": r["cpu"]}
+            print(f"{arch} {name} chunk {c}: wall {r['wall']:.2f} s  cpu {r['cpu']:.2f} s", flush=True)
     return out
 
 
@@ -250,9 +261,11 @@ def _summarize(run: dict) -> None:
 
 
 def _table(report: dict) -> None:
+    """The markdown tables of RESULTS.md: speed and agreement, then peak memory."""
+    nan = float("nan")
     print(
-        "\n| arch | unit | units | naive s (cpu) | cached s (cpu) | speedup wall/cpu | max Δ diff "
-        "| adaptive s (cpu) | images mean/max | speedup wall/cpu | Spearman |"
+        "\n| arch | unit | units | naive s | cached s | speedup | max Δ diff / loss-Δ diff "
+        "| adaptive s | images | speedup vs naive | Spearman Δ / loss-Δ |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in report["runs"]:
@@ -260,16 +273,24 @@ def _table(report: dict) -> None:
         n = len(next(r[p] for p in ("cached", "naive", "adaptive") if p in r)["sens"]["units"])
 
         def t(p: str, r: dict = r) -> str:
-            return f"{r[p]['wall']:.0f} ({r[p]['cpu']:.0f})" if p in r else "-"
+            return f"{r[p]['wall']:.1f}" if p in r else "-"
 
         print(
             f"| {r['arch']} | {r['unit']} | {n} | {t('naive')} | {t('cached')} | "
-            f"{s.get('speedup_wall', 0):.2f}× / {s.get('speedup_cpu', 0):.2f}× | "
-            f"{s.get('max_abs_diff_delta', float('nan')):.2g} | {t('adaptive')} | "
-            f"{s.get('adaptive_images_mean', 0):.0f} / {s.get('adaptive_images_max', 0)} | "
-            f"{s.get('adaptive_speedup_wall', 0):.1f}× / {s.get('adaptive_speedup_cpu', 0):.1f}× | "
-            f"{s.get('spearman', float('nan')):.3f} |"
+            f"{s.get('speedup_wall', nan):.2f}× | "
+            f"{s.get('max_abs_diff_delta', nan):.2g} / {s.get('max_abs_diff_loss_delta', nan):.2g} | "
+            f"{t('adaptive')} | {s.get('adaptive_images_max', '-')} | "
+            f"{s.get('adaptive_speedup_wall', nan):.1f}× | "
+            f"{s.get('spearman', nan):.3f} / {s.get('spearman_loss', nan):.3f} |"
         )
+    print("\n| arch | unit | peak RSS MiB over the loaded model and data: naive | cached | adaptive |")
+    print("|---|---|---|---|---|")
+    for r in report["runs"]:
+
+        def m(p: str, r: dict = r) -> str:
+            return f"{(r[p]['peak_rss'] - r[p]['base_rss']) / 2**20:.0f}" if p in r else "-"
+
+        print(f"| {r['arch']} | {r['unit']} | {m('naive')} | {m('cached')} | {m('adaptive')} |")
 
 
 def _machine() -> dict:

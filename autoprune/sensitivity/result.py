@@ -5,7 +5,6 @@ See :mod:`autoprune.sensitivity` for the JSON layout (``autoprune.sensitivity/1`
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import AutopruneError
-from autoprune.io import write_json
+from autoprune.io import read_json, write_json
 
 if TYPE_CHECKING:
     from autoprune.space import PruningSpace
@@ -219,12 +218,7 @@ def load_sensitivity(
     line says what differs.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AutopruneError(f"sensitivity file {str(path)!r} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AutopruneError(f"sensitivity file {str(path)!r} is not valid JSON ({exc})") from None
+    data = read_json(path, "sensitivity")
     try:
         sens = Sensitivity.from_dict(data)
         if unit is not None and sens.unit != unit:
