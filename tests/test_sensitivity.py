@@ -129,6 +129,8 @@ def test_exact_mode_equals_the_plain_module(resnet20):
     assert_same_values(exact, plain)
     assert exact.engine["fused"] == 0
     fast = compute_sensitivity(model, space, data, seeds=2, chunk_size=16)
+    assert exact.engine["tie_tolerance"] is None  # same arithmetic as the plain module: nothing to rescore
+    assert fast.engine["tie_tolerance"] >= compute_module.TIE_TOLERANCE
     for u, v in zip(fast.units, plain.units, strict=True):  # the fast engine only rounds differently
         assert u.loss_per_seed == pytest.approx(v.loss_per_seed, abs=1e-5, rel=0)
         assert u.per_seed == v.per_seed  # near-ties, where rounding could flip top-1, are rescored
@@ -139,17 +141,21 @@ def test_near_ties_are_rescored_with_the_naive_arithmetic(resnet20, monkeypatch)
     plain = compute_sensitivity_naive(model, space, data, seeds=2, chunk_size=16, **PLAIN)
     monkeypatch.setattr(compute_module, "TIE_TOLERANCE", 1e9)  # every chunk holds a "near-tie"
     fast = compute_sensitivity(model, space, data, seeds=2, chunk_size=16)
+    assert fast.engine["tie_tolerance"] == 1e9
     assert fast.engine["rescored"] == 2 * (1 + len(fast.units) * 2)  # 2 chunks x (clean + units x seeds)
     assert fast.acc0 == plain.acc0 and fast.loss0 == plain.loss0
     for u, v in zip(fast.units, plain.units, strict=True):  # bit for bit: the plain model's logits
         assert u.per_seed == v.per_seed and u.loss_per_seed == v.loss_per_seed
 
 
-def test_has_near_tie():
-    tie = torch.tensor([[3.0, 1.0, 3.0 + 1e-5], [0.0, 5.0, -1.0]])
-    assert compute_module.has_near_tie(tie)
-    assert not compute_module.has_near_tie(torch.tensor([[3.0, 1.0, 3.01], [0.0, 5.0, -1.0]]))
-    assert not compute_module.has_near_tie(torch.tensor([[1.0], [1.0]]))  # one class: nothing to flip
+def test_near_flip():
+    logits = torch.tensor([[3.0, 1.0, 3.0 + 1e-5], [0.0, 5.0, -1.0]])
+    near = compute_module.near_flip
+    assert near(logits, torch.tensor([0, 1]), 1e-4)  # label 0 is 1e-5 below class 2: could flip
+    assert near(logits, torch.tensor([2, 1]), 1e-4)  # label 2 is 1e-5 above class 0: could flip
+    assert not near(logits, torch.tensor([1, 1]), 1e-4)  # a tie between two wrong classes is harmless
+    assert not near(logits, torch.tensor([0, 1]), 1e-6)
+    assert not near(torch.tensor([[1.0], [1.0]]), torch.tensor([0, 0]), 1.0)  # one class: nothing to flip
 
 
 def test_deterministic_under_a_seed(resnet20):

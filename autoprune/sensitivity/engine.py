@@ -416,6 +416,8 @@ def _fuse_conv_pointwise(gm: fx.GraphModule, shapes: dict[fx.Node, tuple[int, ..
         with gm.graph.inserting_before(chain[-1]):
             new = gm.graph.call_module(c.target, (c.args[0],) if other is None else (c.args[0], other))
         chain[-1].replace_all_uses_with(new)
+        if chain[-1] in shapes:  # a later add may take this output as its residual
+            shapes[new] = shapes[chain[-1]]
         for node in reversed(chain):  # each one's only user was the next, already gone
             gm.graph.erase_node(node)
         count += 1
