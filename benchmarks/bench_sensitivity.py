@@ -202,6 +202,8 @@ def main() -> None:
         if a.chunk_sweep:
             chunks = [int(c) for c in a.chunk_sweep.split(",")]
             report["runs"].append(chunk_sweep(arch, ckpt, chunks, phases, args))
+            if a.out:
+                a.out.write_text(json.dumps(report, indent=1))
             continue
         for unit in a.units.split(","):
             run = {"arch": arch, "unit": unit, "load_before": os.getloadavg()[0]}
