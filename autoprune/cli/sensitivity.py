@@ -84,9 +84,14 @@ def _parse_sigmas(text: str) -> list[float]:
     "--max-memory",
     default="4GiB",
     show_default=True,
-    help="Memory for cached activations plus one pass; sets the chunk size.",
+    help="Memory for cached activations plus one pass; caps the chunk size.",
 )
-@click.option("--chunk-size", type=click.IntRange(1), default=None, help="Images per chunk (overrides).")
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(1),
+    default=None,
+    help="Images per chunk, overriding the default (128 on CPU, 1024 on GPU, within --max-memory).",
+)
 @click.option(
     "--exact",
     is_flag=True,
