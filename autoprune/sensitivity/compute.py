@@ -23,7 +23,7 @@ largest deviation seen, at least ``TIE_TOLERANCE``. Whenever a chunk's engine
 logits hold an image within the tolerance of a flip, that chunk is scored again
 by the plain model, with the arithmetic and chunking of the naive method; top-1 Δ
 therefore equals the naive method's. The JSON records the tolerance and the
-rescored passes (about 1 % of them on the benchmark models).
+rescored passes (at most 1.2 % of them on the benchmark models).
 
 Adaptive mode (:class:`Adaptive`): images come in chunks of ``chunk``; after
 each one (once ``min_images`` are seen) the ranking of the units is tested for
@@ -83,8 +83,8 @@ MAX_CHUNK = 1024
 """The largest chunk on other devices (a GPU wants large batches; not tuned, no GPU here)."""
 CPU_CHUNK = 128
 """The largest chunk on CPU: past ~128 images of 32x32 the activations leave the caches and
-each image costs more (512 images in chunks of 128 vs one of 512: resnet56 8.0 s vs 8.9 s,
-mobilenetv2 4.6 s vs 7.7 s; benchmarks/RESULTS.md)."""
+each image costs more (512 images in chunks of 128 vs one of 512: resnet56 7.7 s vs 11.7 s,
+mobilenetv2 5.1 s vs 17.5 s; benchmarks/RESULTS.md)."""
 
 
 @dataclass(frozen=True)
