@@ -202,8 +202,7 @@ def main() -> None:
         if a.chunk_sweep:
             chunks = [int(c) for c in a.chunk_sweep.split(",")]
             report["runs"].append(chunk_sweep(arch, ckpt, chunks, phases, args))
-            if a.out:
-                a.out.write_text(json.dumps(report, indent=1))
+            _save(report, a.out)
             continue
         for unit in a.units.split(","):
             run = {"arch": arch, "unit": unit, "load_before": os.getloadavg()[0]}
@@ -222,10 +221,14 @@ def main() -> None:
             run["load_after"] = os.getloadavg()[0]
             _summarize(run)
             report["runs"].append(run)
-            if a.out:
-                a.out.write_text(json.dumps(report, indent=1))
-    if not a.chunk_sweep:
-        _table(report)
+            _save(report, a.out)
+    _table(report)
+
+
+def _save(report: dict, out: Path | None) -> None:
+    """Rewrite ``out`` with everything measured so far (a long run keeps its finished parts)."""
+    if out:
+        out.write_text(json.dumps(report, indent=1))
 
 
 def chunk_sweep(arch: str, ckpt: Path, chunks: list[int], phases: list[str], args: dict) -> dict:
@@ -263,14 +266,18 @@ def _summarize(run: dict) -> None:
 
 
 def _table(report: dict) -> None:
-    """The markdown tables of RESULTS.md: speed and agreement, then peak memory."""
+    """The markdown tables of RESULTS.md: speed and agreement, then peak memory (comparison runs;
+    a chunk sweep prints its figures as it goes)."""
+    runs = [r for r in report["runs"] if "summary" in r]
+    if not runs:
+        return
     nan = float("nan")
     print(
         "\n| arch | unit | units | naive s | cached s | speedup | max Δ diff / loss-Δ diff "
         "| adaptive s | images | speedup vs naive | Spearman Δ / loss-Δ |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in report["runs"]:
+    for r in runs:
         s = r["summary"]
         n = len(next(r[p] for p in ("cached", "naive", "adaptive") if p in r)["sens"]["units"])
 
@@ -287,7 +294,7 @@ def _table(report: dict) -> None:
         )
     print("\n| arch | unit | peak RSS MiB over the loaded model and data: naive | cached | adaptive |")
     print("|---|---|---|---|---|")
-    for r in report["runs"]:
+    for r in runs:
 
         def m(p: str, r: dict = r) -> str:
             return f"{(r[p]['peak_rss'] - r[p]['base_rss']) / 2**20:.0f}" if p in r else "-"
