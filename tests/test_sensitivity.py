@@ -260,6 +260,28 @@ def test_adaptive_stops_when_the_ranking_is_settled_and_matches_a_full_run(resne
         compute_sensitivity(model, space, data, adaptive=Adaptive(quantile=1.5))
 
 
+def test_default_chunk_fits_the_largest_activation(resnet20, monkeypatch):
+    model, space, data = resnet20
+    largest = 16 * SIZE * SIZE * 4  # resnet20's widest activation: 16 channels at full size, float32
+    monkeypatch.setattr(compute_module, "CPU_CHUNK_BYTES", 12 * largest)  # 12 images: a chunk of 8
+    cached = compute_sensitivity(model, space, data, seeds=1)
+    naive = compute_sensitivity_naive(model, space, data, seeds=1, **PLAIN)
+    assert cached.engine["chunk"] == naive.engine["chunk"] == 8
+    assert cached.acc0 == naive.acc0
+    assert [u.per_seed for u in cached.units] == [u.per_seed for u in naive.units]
+    checks = []
+
+    def never_settled(*args):
+        checks.append(args[0].shape[1])  # images seen
+        return -1.0
+
+    monkeypatch.setattr(compute_module, "rank_stability", never_settled)
+    cfg = Adaptive(chunk=16, min_images=8, target=0.5)
+    sens = compute_sensitivity(model, space, data, seeds=1, adaptive=cfg)
+    assert sens.engine["chunk"] == 8 and checks == [8, 24]  # every 16 images, not every chunk
+    assert sens.images == 32 and sens.adaptive["stopped"] == "budget"
+
+
 def test_rank_stability():
     from autoprune.sensitivity.compute import rank_stability
 

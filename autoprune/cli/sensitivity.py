@@ -90,7 +90,8 @@ def _parse_sigmas(text: str) -> list[float]:
     "--chunk-size",
     type=click.IntRange(1),
     default=None,
-    help="Images per chunk, overriding the default (128 on CPU, 1024 on GPU, within --max-memory).",
+    help="Images per chunk, overriding the default: on CPU up to 128, fewer when the model's largest "
+    "activation would pass 32 MiB a chunk; 1024 on GPU; always within --max-memory.",
 )
 @click.option(
     "--exact",

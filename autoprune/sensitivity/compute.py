@@ -25,8 +25,8 @@ by the plain model, with the arithmetic and chunking of the naive method; top-1 
 therefore equals the naive method's. The JSON records the tolerance and the
 rescored passes (at most 1.2 % of them on the benchmark models).
 
-Adaptive mode (:class:`Adaptive`): images come in chunks of ``chunk``; after
-each one (once ``min_images`` are seen) the ranking of the units is tested for
+Adaptive mode (:class:`Adaptive`): every ``chunk`` images (from ``min_images``
+on; the engine's own chunks may be smaller) the ranking of the units is tested for
 stability by a paired bootstrap over the images seen so far: ``resamples``
 resamples of those images give resampled per-unit drops, each is ranked, and
 its Spearman correlation with the current ranking is taken. The ranking is
@@ -82,9 +82,12 @@ DEFAULT_MAX_MEMORY = 4 * 2**30
 MAX_CHUNK = 1024
 """The largest chunk on other devices (a GPU wants large batches; not tuned, no GPU here)."""
 CPU_CHUNK = 128
-"""The largest chunk on CPU: past ~128 images of 32x32 the activations leave the caches and
-each image costs more (512 images in chunks of 128 vs one of 512: resnet56 7.7 s vs 11.7 s,
-mobilenetv2 5.1 s vs 17.5 s; benchmarks/RESULTS.md)."""
+"""The largest default chunk on CPU."""
+CPU_CHUNK_BYTES = 32 * 2**20
+"""On CPU the default chunk is the largest power of two (up to ``CPU_CHUNK``) whose largest
+activation fits this: past it the activations leave the caches and each image costs more.
+It puts resnet56 (64 KiB per image at 32x32) at 128 images and mobilenetv2 (576 KiB) at
+32, the fastest chunk of each, naive and cached alike (benchmarks/RESULTS.md)."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,9 @@ def compute_sensitivity(
             return sbpf_overrides(ref, u, v.seed, float(v.sigma))
 
     perturb = raw_overrides if engine is None else (lambda u, v: engine.derive(raw_overrides(u, v)))
-    chunk = _chunk_size(engine, example, len(order), chunk_size, max_memory, cfg, device)
+    chunk = _chunk_size(
+        chunk_size, lambda: _default_chunk(ref, engine, example, max_memory, device), len(order), cfg
+    )
     scores = _Scores(units, len(variants), len(order))
     rescore = _Rescore(ref, raw_overrides, device)
     if engine is not None and (fold_bn or channels_last or fuse):
@@ -311,20 +316,48 @@ def _example(dataset: Dataset, order: list[int]) -> torch.Tensor:
     return torch.stack([x, x])
 
 
-def _chunk_size(
-    engine: Engine | None,
-    example: torch.Tensor,
-    n_images: int,
-    chunk_size: int | None,
-    max_memory: int,
-    cfg: Adaptive | None,
-    device: torch.device,
+def _default_chunk(
+    ref: nn.Module, engine: Engine | None, example: torch.Tensor, max_memory: int, device: torch.device
 ) -> int:
+    """Images per chunk when none is given: cache-sized on CPU (``CPU_CHUNK_BYTES``), large
+    elsewhere, and within ``max_memory`` for the engine's cache plus one pass. The plain
+    naive path gets the same chunk unless ``max_memory`` caps the engine's."""
+    if device.type == "cpu":
+        fit = max(1, CPU_CHUNK_BYTES // _largest_activation(ref, example))
+        chunk = min(CPU_CHUNK, 1 << (fit.bit_length() - 1))
+    else:
+        chunk = MAX_CHUNK
+    if engine is not None:
+        chunk = min(chunk, int(max_memory // (engine.bytes_per_image(example) * 1.25)))
+    return max(1, chunk)
+
+
+def _largest_activation(model: nn.Module, example: torch.Tensor) -> int:
+    """Bytes per image of the largest tensor any module of ``model`` returns on ``example``
+    (both on the same device)."""
+    largest = example[0].numel() * example.element_size()
+
+    def record(_module: nn.Module, _inputs: object, out: object) -> None:
+        nonlocal largest
+        if isinstance(out, torch.Tensor) and out.dim() > 0 and len(out) == len(example):
+            largest = max(largest, out[0].numel() * out.element_size())
+
+    handles = [m.register_forward_hook(record) for m in model.modules()]
+    try:
+        with torch.inference_mode():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return largest
+
+
+def _chunk_size(
+    chunk_size: int | None, default: Callable[[], int], n_images: int, cfg: Adaptive | None
+) -> int:
+    """The requested chunk or ``default()``, at most the adaptive check interval and the images."""
     if chunk_size is None:
-        chunk_size = CPU_CHUNK if device.type == "cpu" else MAX_CHUNK
-        if engine is not None:
-            per_image = engine.bytes_per_image(example)
-            chunk_size = max(1, min(chunk_size, int(max_memory // (per_image * 1.25))))
+        chunk_size = default()
     if cfg is not None:
         chunk_size = min(chunk_size, cfg.chunk)
     return max(1, min(chunk_size, n_images))
@@ -561,12 +594,14 @@ class _Stopper:
         self.rng = np.random.default_rng(cfg.seed)
         self.stability: float | None = None
         self.images = 0
+        self.next_check = cfg.min_images
 
     def settled(self, scores: _Scores) -> bool:
         n = int(scores.seen0)
         self.images = n
-        if n < self.cfg.min_images:
+        if n < self.next_check:
             return False
+        self.next_check = n + self.cfg.chunk
         drops = np.stack([scores.drops(i) for i in range(len(scores.index))])  # units x images
         self.stability = rank_stability(drops, self.cfg.resamples, self.cfg.quantile, self.rng)
         return self.stability >= self.cfg.target
