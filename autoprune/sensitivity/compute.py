@@ -87,7 +87,7 @@ CPU_CHUNK_BYTES = 32 * 2**20
 """On CPU the default chunk is the largest power of two (up to ``CPU_CHUNK``) whose largest
 activation fits this: past it the activations leave the caches and each image costs more.
 It puts resnet56 (64 KiB per image at 32x32) at 128 images and mobilenetv2 (576 KiB) at
-32, the fastest chunk of each, naive and cached alike (benchmarks/RESULTS.md)."""
+32, at or next to the fastest cached chunk of each (benchmarks/RESULTS.md)."""
 
 
 @dataclass(frozen=True)
