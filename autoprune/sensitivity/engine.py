@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.fx as fx
@@ -40,6 +41,8 @@ from torch import nn
 from torch.func import functional_call
 
 from autoprune.errors import AutopruneError
+
+T = TypeVar("T")
 
 _INPLACE_FUNCS = {
     operator.iadd: operator.add,
@@ -155,7 +158,7 @@ class Engine:
 
     def _fuse(self, example: torch.Tensor) -> int:
         """Fuse conv + activation / residual add (see the module docstring); the number fused."""
-        return _fuse_conv_pointwise(self.gm, _node_shapes(self.gm, example))
+        return _fuse_conv_pointwise(self.gm, _probe(self.gm, example, lambda t: tuple(t.shape)))
 
     # -- graph positions ----------------------------------------------------------
 
@@ -255,7 +258,7 @@ class Engine:
 
     def bytes_per_image(self, example: torch.Tensor) -> int:
         """Peak bytes per image of a cached pass: the largest cut cache plus a pass's working set."""
-        sizes = _node_bytes(self.gm, self.format(example))
+        sizes = _probe(self.gm, self.format(example), lambda t: t.numel() * t.element_size())
         batch = example.shape[0]
         inputs = sum(sizes.get(n, 0) for n in self.inputs)
         live_now, peak_work, peak_cache = inputs, 0, inputs
@@ -430,21 +433,24 @@ def _is_add(n: fx.Node) -> bool:
     return n.op == "call_function" and n.target in (operator.add, torch.add) and not n.kwargs
 
 
-def _node_shapes(gm: fx.GraphModule, example: torch.Tensor) -> dict[fx.Node, tuple[int, ...]]:
-    shapes: dict[fx.Node, tuple[int, ...]] = {}
+def _probe(
+    gm: fx.GraphModule, example: torch.Tensor, measure: Callable[[torch.Tensor], T]
+) -> dict[fx.Node, T]:
+    """``measure`` of every node's tensor output on ``example`` (one real pass)."""
+    found: dict[fx.Node, T] = {}
     interp = fx.Interpreter(gm)
     original = interp.run_node
 
     def run_node(n: fx.Node):
         value = original(n)
         if isinstance(value, torch.Tensor):
-            shapes[n] = tuple(value.shape)
+            found[n] = measure(value)
         return value
 
     interp.run_node = run_node  # type: ignore[method-assign]
     with torch.inference_mode():
         interp.run(example)
-    return shapes
+    return found
 
 
 def _set_module(gm: nn.Module, path: str, module: nn.Module) -> None:
@@ -470,21 +476,3 @@ def _load_tensors(gm: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
             mod._parameters[attr] = nn.Parameter(t, requires_grad=False)
         elif attr in mod._buffers:
             mod._buffers[attr] = t
-
-
-def _node_bytes(gm: fx.GraphModule, example: torch.Tensor) -> dict[fx.Node, int]:
-    """Bytes of every node's tensor output on ``example`` (one real pass)."""
-    sizes: dict[fx.Node, int] = {}
-    interp = fx.Interpreter(gm)
-    original = interp.run_node
-
-    def run_node(n: fx.Node):
-        value = original(n)
-        if isinstance(value, torch.Tensor):
-            sizes[n] = value.numel() * value.element_size()
-        return value
-
-    interp.run_node = run_node  # type: ignore[method-assign]
-    with torch.inference_mode():
-        interp.run(example)
-    return sizes
