@@ -194,9 +194,9 @@ def compute_sensitivity(
             return sbpf_overrides(ref, u, v.seed, float(v.sigma))
 
     perturb = raw_overrides if engine is None else (lambda u, v: engine.derive(raw_overrides(u, v)))
-    chunk = _chunk_size(
-        chunk_size, lambda: _default_chunk(ref, engine, example, max_memory, device), len(order), cfg
-    )
+    if chunk_size is None:
+        chunk_size = _default_chunk(ref, engine, example, max_memory, device)
+    chunk = _chunk_size(chunk_size, len(order), cfg)
     scores = _Scores(units, len(variants), len(order))
     rescore = _Rescore(ref, raw_overrides, device)
     if engine is not None and (fold_bn or channels_last or fuse):
@@ -352,12 +352,8 @@ def _largest_activation(model: nn.Module, example: torch.Tensor) -> int:
     return largest
 
 
-def _chunk_size(
-    chunk_size: int | None, default: Callable[[], int], n_images: int, cfg: Adaptive | None
-) -> int:
-    """The requested chunk or ``default()``, at most the adaptive check interval and the images."""
-    if chunk_size is None:
-        chunk_size = default()
+def _chunk_size(chunk_size: int, n_images: int, cfg: Adaptive | None) -> int:
+    """``chunk_size``, at most the adaptive check interval and the images."""
     if cfg is not None:
         chunk_size = min(chunk_size, cfg.chunk)
     return max(1, min(chunk_size, n_images))
