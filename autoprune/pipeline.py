@@ -125,8 +125,8 @@ def apply_plan_file(
     from autoprune.surgery import apply_plan, export_onnx, export_torchscript, save_pruned
 
     dev = resolve_device(device)
-    Plan.load(plan_path)  # readable and well-formed; checked against the model below
     document = read_json(plan_path, "plan")
+    plan = Plan.from_document(document, plan_path)  # well-formed; checked against the model below
     notes: list[str] = []
     if checkpoint is None:
         if "checkpoint" not in document:
@@ -139,7 +139,7 @@ def apply_plan_file(
     size = meta["input_size"]
     example = torch.zeros(1, 3, size, size)
     space = space_for(dense, ckpt.arch, size, meta["num_classes"])
-    plan = Plan.from_dict(document, space)
+    plan.validate(space)
     splits = load_dataset(meta["dataset"], data_dir, input_size=size, seed=seed)
     dense.to(dev).eval()
 

@@ -90,7 +90,11 @@ class Plan:
         A ``best_trial.json`` loads directly: unknown top-level keys (``score``, ``budget``,
         ``study``, ``checkpoint_sha256``, ...) are ignored.
         """
-        data = read_json(path, "plan")
+        return cls.from_document(read_json(path, "plan"), path, space)
+
+    @classmethod
+    def from_document(cls, data: Any, path: str | os.PathLike, space: PruningSpace | None = None) -> Plan:
+        """:meth:`from_dict` on the JSON already read from ``path``; errors name that file."""
         try:
             return cls.from_dict(data, space)
         except AutopruneError as exc:
