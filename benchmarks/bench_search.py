@@ -29,7 +29,7 @@ from autoprune.prior import uniform_preferences
 from autoprune.search.proxies import EvalBatches, RecalProxy
 from autoprune.search.runner import SearchConfig, run_search
 from autoprune.search_spaces import space_for
-from autoprune.sensitivity import compute_sensitivity
+from autoprune.sensitivity import Perturbation, Provenance, compute_sensitivity
 
 FLOPS = 0.5
 
@@ -47,7 +47,12 @@ def bench(dataset: str, trials: int, dense_epochs: int, work: Path, batch: int, 
     splits = load_dataset(dataset, input_size=ckpt.meta["input_size"])
     start = time.perf_counter()
     sens = compute_sensitivity(
-        model, space, splits.search, method="sr-init", unit="group", seeds=3, arch="resnet20"
+        model,
+        space,
+        splits.search,
+        unit="group",
+        perturbation=Perturbation("sr-init", seeds=3),
+        provenance=Provenance(arch="resnet20"),
     )
     sens_path = sens.save(work / f"{dataset}-sens.json")
     rows.append(f"{dataset}: SR-init group sensitivity {time.perf_counter() - start:.0f} s")

@@ -80,7 +80,14 @@ def run_phase(conn, phase: str, ckpt: str, unit: str, args: dict) -> None:
 
     from autoprune.checkpoint import load_model
     from autoprune.data import load_dataset
-    from autoprune.sensitivity import Adaptive, compute_sensitivity
+    from autoprune.sensitivity import (
+        Adaptive,
+        Execution,
+        Images,
+        Perturbation,
+        Provenance,
+        compute_sensitivity,
+    )
     from autoprune.space import PruningSpace
 
     torch.set_num_threads(args["threads"])
@@ -89,10 +96,14 @@ def run_phase(conn, phase: str, ckpt: str, unit: str, args: dict) -> None:
     size = meta.meta["input_size"]
     space = PruningSpace.from_model(model, torch.zeros(1, 3, size, size), arch=meta.arch)
     search = load_dataset("fashion-mnist", seed=0).search
-    kwargs = {"unit": unit, "seeds": args["seeds"], "images": args["images"], "arch": meta.arch}
-    kwargs["chunk_size"] = args.get("chunk_size")
+    kwargs = {
+        "unit": unit,
+        "perturbation": Perturbation(seeds=args["seeds"]),
+        "images": Images(count=args["images"], chunk=args.get("chunk_size")),
+        "provenance": Provenance(arch=meta.arch),
+    }
     if phase == "naive":
-        kwargs.update(naive=True, fold_bn=False, channels_last=False, fuse=False)
+        kwargs.update(execution=Execution.plain(naive=True))
     elif phase == "adaptive":
         kwargs.update(adaptive=Adaptive(**args["adaptive"]))
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS (Linux >= 4.0)

@@ -15,6 +15,10 @@ from autoprune.errors import AutopruneError
 from autoprune.models import initializer_for
 from autoprune.sensitivity import (
     Adaptive,
+    Execution,
+    Images,
+    Perturbation,
+    Provenance,
     Sensitivity,
     UnitSensitivity,
     bn_gamma_value,
@@ -25,11 +29,16 @@ from autoprune.sensitivity import (
     sr_init_overrides,
     units_from_space,
 )
-from autoprune.sensitivity import compute as compute_module
+from autoprune.sensitivity import adaptive as adaptive_module
+from autoprune.sensitivity import images as images_module
+from autoprune.sensitivity import rescore as rescore_module
 from autoprune.space import PruningSpace
 
 SIZE = 16
-PLAIN = {"fold_bn": False, "channels_last": False, "fuse": False}
+ONE_SEED = Perturbation(seeds=1)
+TWO_SEEDS = Perturbation(seeds=2)
+BN_GAMMA = Perturbation("bn-gamma")
+PLAIN = {"execution": Execution.plain()}
 
 
 @pytest.fixture(autouse=True)
@@ -102,7 +111,7 @@ def assert_same_values(a: Sensitivity, b: Sensitivity) -> None:
 )
 def test_cached_equals_naive_resnet20(resnet20, unit, method):
     model, space, data = resnet20
-    kw = {"method": method, "unit": unit, "seeds": 2, "chunk_size": 16, "sigmas": (0.25, 0.5)}
+    kw = {"unit": unit, "perturbation": Perturbation(method, 2, (0.25, 0.5)), "images": Images(chunk=16)}
     cached = compute_sensitivity(model, space, data, **kw)
     naive = compute_sensitivity_naive(model, space, data, **kw)
     assert_same_values(cached, naive)
@@ -114,7 +123,7 @@ def test_cached_equals_naive_resnet20(resnet20, unit, method):
 @pytest.mark.parametrize("unit", ["block", "group"])
 def test_cached_equals_naive_mobilenetv2(mobilenet, unit):
     model, space, data = mobilenet
-    kw = {"unit": unit, "seeds": 2, "chunk_size": 12}
+    kw = {"unit": unit, "perturbation": Perturbation(seeds=2), "images": Images(chunk=12)}
     cached = compute_sensitivity(model, space, data, **kw)
     assert cached.engine["fused"] > 0 and cached.engine["fold_bn"]
     assert_same_values(cached, compute_sensitivity_naive(model, space, data, **kw))
@@ -124,13 +133,15 @@ def test_cached_equals_naive_mobilenetv2(mobilenet, unit):
 def test_exact_mode_equals_the_plain_module(resnet20):
     """Without folding/fusion/channels_last the cached path equals the original module bit for bit."""
     model, space, data = resnet20
-    exact = compute_sensitivity(model, space, data, seeds=2, chunk_size=16, **PLAIN)
-    plain = compute_sensitivity_naive(model, space, data, seeds=2, chunk_size=16, **PLAIN)
+    exact = compute_sensitivity(model, space, data, perturbation=TWO_SEEDS, images=Images(chunk=16), **PLAIN)
+    plain = compute_sensitivity_naive(
+        model, space, data, perturbation=TWO_SEEDS, images=Images(chunk=16), **PLAIN
+    )
     assert_same_values(exact, plain)
     assert exact.engine["fused"] == 0
-    fast = compute_sensitivity(model, space, data, seeds=2, chunk_size=16)
+    fast = compute_sensitivity(model, space, data, perturbation=TWO_SEEDS, images=Images(chunk=16))
     assert exact.engine["tie_tolerance"] is None  # same arithmetic as the plain module: nothing to rescore
-    assert fast.engine["tie_tolerance"] >= compute_module.TIE_TOLERANCE
+    assert fast.engine["tie_tolerance"] >= rescore_module.TIE_TOLERANCE
     for u, v in zip(fast.units, plain.units, strict=True):  # the fast engine only rounds differently
         assert u.loss_per_seed == pytest.approx(v.loss_per_seed, abs=1e-5, rel=0)
         assert u.per_seed == v.per_seed  # near-ties, where rounding could flip top-1, are rescored
@@ -138,9 +149,11 @@ def test_exact_mode_equals_the_plain_module(resnet20):
 
 def test_near_ties_are_rescored_with_the_naive_arithmetic(resnet20, monkeypatch):
     model, space, data = resnet20
-    plain = compute_sensitivity_naive(model, space, data, seeds=2, chunk_size=16, **PLAIN)
-    monkeypatch.setattr(compute_module, "TIE_TOLERANCE", 1e9)  # every chunk holds a "near-tie"
-    fast = compute_sensitivity(model, space, data, seeds=2, chunk_size=16)
+    plain = compute_sensitivity_naive(
+        model, space, data, perturbation=TWO_SEEDS, images=Images(chunk=16), **PLAIN
+    )
+    monkeypatch.setattr(rescore_module, "TIE_TOLERANCE", 1e9)  # every chunk holds a "near-tie"
+    fast = compute_sensitivity(model, space, data, perturbation=TWO_SEEDS, images=Images(chunk=16))
     assert fast.engine["tie_tolerance"] == 1e9
     assert fast.engine["rescored"] == 2 * (1 + len(fast.units) * 2)  # 2 chunks x (clean + units x seeds)
     assert fast.acc0 == plain.acc0 and fast.loss0 == plain.loss0
@@ -150,7 +163,7 @@ def test_near_ties_are_rescored_with_the_naive_arithmetic(resnet20, monkeypatch)
 
 def test_near_flip():
     logits = torch.tensor([[3.0, 1.0, 3.0 + 1e-5], [0.0, 5.0, -1.0]])
-    near = compute_module.near_flip
+    near = rescore_module.near_flip
     assert near(logits, torch.tensor([0, 1]), 1e-4)  # label 0 is 1e-5 below class 2: could flip
     assert near(logits, torch.tensor([2, 1]), 1e-4)  # label 2 is 1e-5 above class 0: could flip
     assert not near(logits, torch.tensor([1, 1]), 1e-4)  # a tie between two wrong classes is harmless
@@ -160,19 +173,21 @@ def test_near_flip():
 
 def test_deterministic_under_a_seed(resnet20):
     model, space, data = resnet20
-    a = compute_sensitivity(model, space, data, method="sbpf", unit="group", seeds=2, sigmas=(0.5,))
-    b = compute_sensitivity(model, space, data, method="sbpf", unit="group", seeds=2, sigmas=(0.5,))
+    a = compute_sensitivity(model, space, data, unit="group", perturbation=Perturbation("sbpf", 2, (0.5,)))
+    b = compute_sensitivity(model, space, data, unit="group", perturbation=Perturbation("sbpf", 2, (0.5,)))
     da, db = a.to_dict(), b.to_dict()
     da.pop("seconds"), db.pop("seconds")
     assert da == db
-    c = compute_sensitivity(model, space, data, method="sbpf", unit="group", seeds=[5, 6], sigmas=(0.5,))
+    c = compute_sensitivity(
+        model, space, data, unit="group", perturbation=Perturbation("sbpf", [5, 6], (0.5,))
+    )
     assert [u.per_seed for u in c.units] != [u.per_seed for u in a.units]
 
 
 def test_model_is_not_modified(resnet20):
     model, space, data = resnet20
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    compute_sensitivity(model, space, data, unit="group", seeds=1)
+    compute_sensitivity(model, space, data, unit="group", perturbation=ONE_SEED)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not model.training
@@ -189,7 +204,7 @@ def test_sbpf_on_all_zero_weights_is_no_damage(resnet20):
             conv.weight.zero_()
         model.get_submodule("layer2.1.conv1").weight.zero_()  # the producer of group layer2.1.conv1
     for unit, uid in (("block", "layer1.1"), ("group", "layer2.1.conv1")):
-        sens = compute_sensitivity(model, space, data, method="sbpf", unit=unit, seeds=2)
+        sens = compute_sensitivity(model, space, data, unit=unit, perturbation=Perturbation("sbpf", 2))
         u = sens[uid]
         assert u.per_seed == [0.0, 0.0] and u.loss_per_seed == [0.0, 0.0], uid
         assert any(v.loss_delta != 0 for v in sens.units if v.id != uid)
@@ -203,11 +218,12 @@ def test_sr_init_on_its_own_draw_is_zero(resnet20, unit, uid):
     with torch.no_grad():
         overrides = sr_init_overrides(model, target, 0, initializer_for("resnet20"))
         model.load_state_dict(overrides, strict=False)
-    sens = compute_sensitivity(model, space, data, unit=unit, seeds=[0])
+    sens = compute_sensitivity(model, space, data, unit=unit, perturbation=Perturbation(seeds=[0]))
     assert sens[uid].per_seed == [0.0] and sens[uid].loss_per_seed == [0.0]
     assert any(v.loss_delta != 0 for v in sens.units if v.id != uid)
     # a different seed redraws different values
-    assert compute_sensitivity(model, space, data, unit=unit, seeds=[1])[uid].loss_delta != 0
+    other = compute_sensitivity(model, space, data, unit=unit, perturbation=Perturbation(seeds=[1]))
+    assert other[uid].loss_delta != 0
 
 
 def test_sr_init_group_only_touches_the_group_channels(resnet20):
@@ -227,12 +243,12 @@ def test_sr_init_group_only_touches_the_group_channels(resnet20):
 
 def test_bn_gamma_is_mean_abs_gamma(resnet20):
     model, space, _ = resnet20
-    sens = compute_sensitivity(model, space, None, method="bn-gamma", unit="block")
+    sens = compute_sensitivity(model, space, None, unit="block", perturbation=BN_GAMMA)
     block = model.layer2[1]
     expected = torch.cat([block.bn1.weight.abs(), block.bn2.weight.abs()]).double().mean().item()
     assert sens["layer2.1"].delta == pytest.approx(expected, rel=1e-12)
     assert sens.images == 0 and sens.acc0 is None
-    groups = compute_sensitivity(model, space, None, method="bn-gamma", unit="group")
+    groups = compute_sensitivity(model, space, None, unit="group", perturbation=BN_GAMMA)
     (unit,) = [u for u in units_from_space(space, "group", model) if u.id == "layer2.0.conv1"]
     assert groups["layer2.0.conv1"].delta == pytest.approx(bn_gamma_value(model, unit))
     assert groups["layer2.0.conv1"].delta == pytest.approx(model.layer2[0].bn1.weight.abs().mean().item())
@@ -245,14 +261,16 @@ def test_adaptive_stops_when_the_ranking_is_settled_and_matches_a_full_run(resne
     model, space, _ = resnet20
     data = data_for(model, 96, seed=3)
     cfg = Adaptive(chunk=16, min_images=32, target=0.8)
-    sens = compute_sensitivity(model, space, data, seeds=1, adaptive=cfg)
+    sens = compute_sensitivity(model, space, data, perturbation=ONE_SEED, adaptive=cfg)
     n = sens.images
     assert 32 <= n < 96 and n % 16 == 0
     assert all(u.images == n for u in sens.units)
     assert sens.adaptive["stopped"] == "settled" and sens.adaptive["stability"] >= 0.8
-    full = compute_sensitivity(model, space, data, seeds=1, images=n, chunk_size=16)
+    full = compute_sensitivity(model, space, data, perturbation=ONE_SEED, images=Images(count=n, chunk=16))
     assert_same_values(sens, full)  # the same images in the same order
-    never = compute_sensitivity(model, space, data, seeds=1, adaptive=Adaptive(chunk=32, min_images=1000))
+    never = compute_sensitivity(
+        model, space, data, perturbation=ONE_SEED, adaptive=Adaptive(chunk=32, min_images=1000)
+    )
     assert never.images == 96 and never.adaptive["stopped"] == "budget"
     with pytest.raises(AutopruneError, match="naive"):
         compute_sensitivity_naive(model, space, data, adaptive=True)
@@ -263,9 +281,9 @@ def test_adaptive_stops_when_the_ranking_is_settled_and_matches_a_full_run(resne
 def test_default_chunk_fits_the_largest_activation(resnet20, monkeypatch):
     model, space, data = resnet20
     largest = 16 * SIZE * SIZE * 4  # resnet20's widest activation: 16 channels at full size, float32
-    monkeypatch.setattr(compute_module, "CPU_CHUNK_BYTES", 12 * largest)  # 12 images: a chunk of 8
-    cached = compute_sensitivity(model, space, data, seeds=1)
-    naive = compute_sensitivity_naive(model, space, data, seeds=1, **PLAIN)
+    monkeypatch.setattr(images_module, "CPU_CHUNK_BYTES", 12 * largest)  # 12 images: a chunk of 8
+    cached = compute_sensitivity(model, space, data, perturbation=ONE_SEED)
+    naive = compute_sensitivity_naive(model, space, data, perturbation=ONE_SEED, **PLAIN)
     assert cached.engine["chunk"] == naive.engine["chunk"] == 8
     assert cached.acc0 == naive.acc0
     assert [u.per_seed for u in cached.units] == [u.per_seed for u in naive.units]
@@ -275,15 +293,15 @@ def test_default_chunk_fits_the_largest_activation(resnet20, monkeypatch):
         checks.append(args[0].shape[1])  # images seen
         return -1.0
 
-    monkeypatch.setattr(compute_module, "rank_stability", never_settled)
+    monkeypatch.setattr(adaptive_module, "rank_stability", never_settled)
     cfg = Adaptive(chunk=16, min_images=8, target=0.5)
-    sens = compute_sensitivity(model, space, data, seeds=1, adaptive=cfg)
+    sens = compute_sensitivity(model, space, data, perturbation=ONE_SEED, adaptive=cfg)
     assert sens.engine["chunk"] == 8 and checks == [8, 24]  # every 16 images, not every chunk
     assert sens.images == 32 and sens.adaptive["stopped"] == "budget"
 
 
 def test_rank_stability():
-    from autoprune.sensitivity.compute import rank_stability
+    from autoprune.sensitivity.adaptive import rank_stability
 
     rng = np.random.default_rng(0)
     spread = np.arange(10)[:, None] * 0.1 + rng.normal(0, 0.01, (10, 200))  # clearly ordered units
@@ -295,10 +313,13 @@ def test_rank_stability():
 
 def test_chunking_follows_max_memory(resnet20):
     model, space, data = resnet20
-    small = compute_sensitivity(model, space, data, seeds=1, max_memory=2**20)
-    big = compute_sensitivity(model, space, data, seeds=1)
+    small = compute_sensitivity(model, space, data, perturbation=ONE_SEED, images=Images(max_memory=2**20))
+    big = compute_sensitivity(model, space, data, perturbation=ONE_SEED)
     assert 1 <= small.engine["chunk"] < big.engine["chunk"] == 32
-    assert_same_values(small, compute_sensitivity_naive(model, space, data, seeds=1, max_memory=2**20))
+    assert_same_values(
+        small,
+        compute_sensitivity_naive(model, space, data, perturbation=ONE_SEED, images=Images(max_memory=2**20)),
+    )
 
 
 # ------------------------------------------------------------ JSON, bad input
@@ -307,7 +328,11 @@ def test_chunking_follows_max_memory(resnet20):
 def test_json_round_trip_and_fields(resnet20, tmp_path):
     model, space, data = resnet20
     sens = compute_sensitivity(
-        model, space, data, method="sbpf", seeds=2, sigmas=(0.1, 0.5), checkpoint_sha256="ab" * 32
+        model,
+        space,
+        data,
+        perturbation=Perturbation("sbpf", 2, (0.1, 0.5)),
+        provenance=Provenance(checkpoint_sha256="ab" * 32),
     )
     path = sens.save(tmp_path / "sens.json")
     raw = json.loads(path.read_text())
@@ -325,7 +350,7 @@ def test_json_round_trip_and_fields(resnet20, tmp_path):
 
 def test_load_rejects_another_model(resnet20, tmp_path):
     model, space, data = resnet20
-    sens = compute_sensitivity(model, space, data, seeds=1, unit="group")
+    sens = compute_sensitivity(model, space, data, unit="group", perturbation=ONE_SEED)
     path = sens.save(tmp_path / "sens.json")
     other = calibrated("resnet32")
     with pytest.raises(AutopruneError, match="sens.json was computed for resnet20, not resnet32"):
@@ -343,25 +368,28 @@ def test_load_rejects_another_model(resnet20, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"method": "magic"}, "unknown sensitivity method"),
-        ({"seeds": 0}, "seeds must be >= 1"),
-        ({"seeds": []}, "seeds must not be empty"),
-        ({"unit": "layer"}, "unknown unit"),
-        ({"method": "sbpf", "sigmas": (0.0,)}, "positive sigmas"),
-        ({"images": 0}, "images must be >= 1"),
+        (lambda: {"perturbation": Perturbation("magic")}, "unknown sensitivity method"),
+        (lambda: {"perturbation": Perturbation(seeds=0)}, "seeds must be >= 1"),
+        (lambda: {"perturbation": Perturbation(seeds=[])}, "seeds must not be empty"),
+        (lambda: {"perturbation": Perturbation(seeds=[1, 1])}, "seeds must be distinct"),
+        (lambda: {"unit": "layer"}, "unknown unit"),
+        (lambda: {"perturbation": Perturbation("sbpf", sigmas=(0.0,))}, "positive sigmas"),
+        (lambda: {"images": Images(count=0)}, "images must be >= 1"),
+        (lambda: {"images": Images(chunk=0)}, "chunk size must be >= 1"),
+        (lambda: {"images": Images(max_memory=0)}, "max_memory must be positive"),
     ],
 )
 def test_bad_arguments_are_user_errors(resnet20, kwargs, match):
     model, space, data = resnet20
     with pytest.raises(AutopruneError, match=match):
-        compute_sensitivity(model, space, data, **kwargs)
+        compute_sensitivity(model, space, data, **kwargs())
 
 
 def test_block_units_need_residual_blocks():
     model = autoprune.create_model("vgg16", 10, 32).eval()
     space = PruningSpace.from_model(model, torch.zeros(1, 3, 32, 32), arch="vgg16")
     with pytest.raises(AutopruneError, match="no residual blocks; use --unit group"):
-        compute_sensitivity(model, space, None, method="bn-gamma", unit="block")
+        compute_sensitivity(model, space, None, unit="block", perturbation=BN_GAMMA)
 
 
 # ------------------------------------------------------------ depth selection
@@ -395,7 +423,7 @@ def test_depth_plan_from_a_real_run(resnet20):
     from autoprune.sensitivity import depth_plan
 
     model, space, data = resnet20
-    sens = compute_sensitivity(model, space, data, seeds=1)
+    sens = compute_sensitivity(model, space, data, perturbation=ONE_SEED)
     plan = depth_plan(space, sens, k=3)
     removable = {b.name for b in space.blocks if b.removable}
     assert len(plan.removed_blocks) == 3 and set(plan.removed_blocks) <= removable

@@ -292,7 +292,13 @@ def _prior(
     """Preferences (ε + normalized Δ per group) from a sensitivity file, computed, or uniform."""
     if config.prior == "uniform":
         return uniform_preferences(len(space.groups))
-    from autoprune.sensitivity import compute_sensitivity, load_sensitivity
+    from autoprune.sensitivity import (
+        Execution,
+        Perturbation,
+        Provenance,
+        compute_sensitivity,
+        load_sensitivity,
+    )
 
     if config.sensitivity:
         sens = load_sensitivity(config.sensitivity, space, unit="group")
@@ -306,13 +312,10 @@ def _prior(
             model,
             space,
             splits.search,
-            method=config.sensitivity_method,
             unit="group",
-            seeds=config.sensitivity_seeds,
-            arch=config.arch,
-            device=resolve_device(config.device),
-            checkpoint_sha256=checkpoint_sha256,
-            dataset=config.dataset,
+            perturbation=Perturbation(config.sensitivity_method, seeds=config.sensitivity_seeds),
+            execution=Execution(device=resolve_device(config.device)),
+            provenance=Provenance(config.arch, config.dataset, checkpoint_sha256),
             reporter=reporter,
         )
         sens.save(path)

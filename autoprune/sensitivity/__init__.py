@@ -3,7 +3,8 @@
 Library use::
 
     space = autoprune.PruningSpace.from_model(model, torch.zeros(1, 3, 32, 32), arch="resnet56")
-    sens = compute_sensitivity(model, space, splits.search, method="sr-init", unit="block", seeds=3)
+    sens = compute_sensitivity(model, space, splits.search, unit="block",
+                               perturbation=Perturbation("sr-init", seeds=3), images=Images(count=2000))
     sens.save("sens.json"); save_chart(sens, "sens.png")
     plan = depth_plan(space, sens, k=4)          # SR-init depth pruning -> Plan.removed_blocks
 
@@ -12,8 +13,9 @@ sum), ``group`` = ``space.groups`` (the producer side of a channel group).
 Methods: ``sr-init`` (redraw with the architecture's initializer, norms reset,
 delta = top-1 drop on the search split), ``sbpf`` (relative Gaussian weight
 noise at several sigmas), ``bn-gamma`` (mean |gamma|, no data). The fast path
-(:mod:`.compute`, :mod:`.engine`) caches the clean prefix in front of each unit
-and gives the naive method's values exactly (same seeds, images and arithmetic).
+(:mod:`.cached`, :mod:`.engine`) caches the clean prefix in front of each unit
+and gives the naive method's (:mod:`.naive`) values exactly (same seeds, images
+and arithmetic); :mod:`.compute` holds the entry point and its argument groups.
 
 JSON (``"format": "autoprune.sensitivity/1"``)::
 
@@ -52,17 +54,19 @@ seed's draws. NaN is written as null. :func:`load_sensitivity` reads and
 validates a file (against a ``PruningSpace`` if given).
 """
 
+from autoprune.sensitivity.adaptive import Adaptive
 from autoprune.sensitivity.chart import save_chart
 from autoprune.sensitivity.compute import (
-    DEFAULT_MAX_MEMORY,
-    DEFAULT_SIGMAS,
-    Adaptive,
+    Execution,
+    Provenance,
     compute_sensitivity,
     compute_sensitivity_naive,
     state_sha256,
 )
 from autoprune.sensitivity.depth import depth_plan, select_blocks_to_remove
 from autoprune.sensitivity.engine import Engine
+from autoprune.sensitivity.images import DEFAULT_MAX_MEMORY, Images
+from autoprune.sensitivity.perturbation import DEFAULT_SIGMAS, Perturbation
 from autoprune.sensitivity.result import (
     FORMAT,
     METHODS,
@@ -88,6 +92,10 @@ __all__ = [
     "UNIT_KINDS",
     "Adaptive",
     "Engine",
+    "Execution",
+    "Images",
+    "Perturbation",
+    "Provenance",
     "Sensitivity",
     "Unit",
     "UnitSensitivity",

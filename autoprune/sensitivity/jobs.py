@@ -15,7 +15,9 @@ import torch
 
 from autoprune.errors import AutopruneError
 from autoprune.progress import SILENT, Reporter
-from autoprune.sensitivity.compute import DEFAULT_MAX_MEMORY, DEFAULT_SIGMAS, Adaptive
+from autoprune.sensitivity.adaptive import Adaptive
+from autoprune.sensitivity.images import DEFAULT_MAX_MEMORY
+from autoprune.sensitivity.perturbation import DEFAULT_SIGMAS
 
 
 @dataclass
@@ -66,7 +68,9 @@ def run_sensitivity_job(job: SensitivityJob, reporter: Reporter = SILENT) -> Sen
     from autoprune.checkpoint import file_sha256, load_model
     from autoprune.device import resolve_device
     from autoprune.sensitivity.chart import save_chart
-    from autoprune.sensitivity.compute import compute_sensitivity
+    from autoprune.sensitivity.compute import Execution, Provenance, compute_sensitivity
+    from autoprune.sensitivity.images import Images
+    from autoprune.sensitivity.perturbation import Perturbation
     from autoprune.sensitivity.result import load_sensitivity
     from autoprune.space import PruningSpace
 
@@ -100,21 +104,12 @@ def run_sensitivity_job(job: SensitivityJob, reporter: Reporter = SILENT) -> Sen
                 model,
                 space,
                 data,
-                method=job.method,
                 unit=job.unit,
-                seeds=job.seeds,
-                sigmas=job.sigmas,
-                images=job.images,
-                arch=ckpt.arch,
-                max_memory=job.max_memory,
-                chunk_size=job.chunk_size,
+                perturbation=Perturbation(job.method, seeds=job.seeds, sigmas=tuple(job.sigmas)),
+                images=Images(count=job.images, chunk=job.chunk_size, max_memory=job.max_memory),
                 adaptive=Adaptive(target=job.adaptive_target) if job.adaptive else False,
-                fold_bn=not job.exact,
-                channels_last=not job.exact,
-                fuse=not job.exact,
-                device=device,
-                checkpoint_sha256=file_sha256(ckpt_path),
-                dataset=dataset,
+                execution=Execution.plain(device=device) if job.exact else Execution(device=device),
+                provenance=Provenance(ckpt.arch, dataset, file_sha256(ckpt_path)),
                 reporter=reporter,
             )
     json_path = sens.save(out) if job.from_json is None else Path(job.from_json)
