@@ -33,33 +33,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from autoprune.errors import AutopruneError
+from autoprune.fx.fusion import batchnorm_affine, conv_chains, is_plain_conv, replace_chain
 from autoprune.kernels import (
+    ACTIVATIONS,
     ChannelMask,
     bn_mask_act,
     depthwise_conv_bn_act,
-    fold_bn,
     pointwise_conv_bn_act,
 )
 from autoprune.kernels.dispatch import requested_backend
 
 __all__ = ["MaskedExecutor", "PreparedMasks", "Recalibrated"]
-
-_ACT_MODULES: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish"}
-_ACT_FUNCTIONS = {
-    F.relu: "relu",
-    torch.relu: "relu",
-    torch.relu_: "relu",
-    F.relu6: "relu6",
-    F.hardswish: "hardswish",
-}
-_ACT_METHODS = {"relu": "relu", "relu_": "relu"}
 
 
 @dataclass(frozen=True)
@@ -81,8 +71,8 @@ class _State:
     def __init__(self, backend: str) -> None:
         self.backend = backend
         self.masks: dict[str, ChannelMask] = {}
-        self.moments: dict[_FusedConv, _Moments] | None = None
-        self.affines: Mapping[_FusedConv, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.moments: dict[_MaskedKernelConv, _Moments] | None = None
+        self.affines: Mapping[_MaskedKernelConv, tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 class _Moments:
@@ -106,12 +96,32 @@ class _Moments:
         return (self.mean / self.batches).float(), (self.var / self.batches).float()
 
 
-def _fold_stats(
-    bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, conv_bias: torch.Tensor | None = None
+def _folded(
+    conv: nn.Conv2d,
+    bn: _BatchNorm | None,
+    stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    conv_bias: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`fold_bn` with ``mean`` and ``var`` in place of the BN's running statistics."""
-    stats = SimpleNamespace(running_mean=mean, running_var=var, eps=bn.eps, weight=bn.weight, bias=bn.bias)
-    return fold_bn(stats, conv_bias)  # type: ignore[arg-type]  # reads only these attributes
+    """The fp32 ``(scale, shift)`` a fused op applies after the bias-free conv.
+
+    Folds the conv's bias (unless ``conv_bias`` is False) and ``bn`` with its running
+    statistics, or ``stats`` = (mean, var) in their place; without a BN, the identity
+    plus the bias.
+    """
+    bias = conv.bias.detach().float() if conv_bias and conv.bias is not None else None
+    if bn is None:
+        if bias is None:
+            return torch.ones(conv.out_channels), torch.zeros(conv.out_channels)
+        return torch.ones_like(bias), bias.clone()
+    mean, var = stats if stats is not None else (bn.running_mean, bn.running_var)
+    return batchnorm_affine(
+        mean.detach().float(),
+        var.detach().float(),
+        bn.eps,
+        None if bn.weight is None else bn.weight.detach().float(),
+        None if bn.bias is None else bn.bias.detach().float(),
+        bias,
+    )
 
 
 def _conv_kind(conv: nn.Conv2d) -> str:
@@ -137,14 +147,19 @@ def _conv_kind(conv: nn.Conv2d) -> str:
     return "generic"
 
 
-class _FusedConv(nn.Module):
-    """One ``conv [→ BN] [→ activation]`` chain, run by a fused op with the current mask."""
+class _MaskedKernelConv(nn.Module):
+    """One ``conv [→ BN] [→ activation]`` chain run by a masked fused kernel of :mod:`autoprune.kernels`.
+
+    (The sensitivity engine's :class:`~autoprune.sensitivity.engine.OneDNNConv` fuses
+    the same chains, found by the same :func:`~autoprune.fx.fusion.conv_chains`, into
+    oneDNN calls without masks.)
+    """
 
     def __init__(
         self,
         name: str,
         conv: nn.Conv2d,
-        bn: nn.BatchNorm2d | None,
+        bn: _BatchNorm | None,
         act: str,
         state: _State,
         bn_name: str | None = None,
@@ -175,10 +190,10 @@ class _FusedConv(nn.Module):
         if force or stamp != self._stamp:
             conv, bn = self._src
             device = conv.weight.device
-            scale, shift = fold_bn(bn, conv.bias, conv.out_channels)
+            scale, shift = _folded(conv, bn)
             self._scale = scale.to(device)
             self._shift = shift.to(device)
-            self._bias_only = tuple(t.to(device) for t in fold_bn(None, conv.bias, conv.out_channels))
+            self._bias_only = tuple(t.to(device) for t in _folded(conv, None))
             self._stamp = stamp
 
     def _run(
@@ -210,9 +225,9 @@ class _FusedConv(nn.Module):
     def _forward_batch_stats(
         self,
         x: torch.Tensor,
-        bn: nn.BatchNorm2d,
+        bn: _BatchNorm,
         mask: ChannelMask | None,
-        moments: dict[_FusedConv, _Moments],
+        moments: dict[_MaskedKernelConv, _Moments],
     ) -> torch.Tensor:
         """Recalibration pass: normalize with this batch's statistics and add them to ``moments``.
 
@@ -228,37 +243,12 @@ class _FusedConv(nn.Module):
                 f"(input {tuple(x.shape)}); use batches of more than one image"
             )
         moments.setdefault(self, _Moments()).add(mean, var * (n / (n - 1)))
-        scale, shift = _fold_stats(bn, mean, var)
+        scale, shift = _folded(self._src[0], bn, (mean, var), conv_bias=False)
         return bn_mask_act(y, scale, shift, self.act, mask, backend=self._state.backend)
 
 
-def _activation_of(node: fx.Node, modules: Mapping[str, nn.Module]) -> str | None:
-    """The fused-activation name of ``node`` if it is a ReLU / ReLU6 / hardswish call, else None."""
-    if node.op == "call_module":
-        return _ACT_MODULES.get(type(modules[node.target]))
-    if node.op == "call_function" and node.target in _ACT_FUNCTIONS:
-        return _ACT_FUNCTIONS[node.target]
-    if node.op == "call_method" and node.target in _ACT_METHODS:
-        return _ACT_METHODS[node.target]
-    return None
-
-
-def _sole_user(node: fx.Node) -> fx.Node | None:
-    users = list(node.users)
-    return users[0] if len(users) == 1 else None
-
-
-def _is_plain_conv(module: nn.Module) -> bool:
-    return isinstance(module, nn.Conv2d) and type(module).forward is nn.Conv2d.forward
-
-
-def _is_foldable_bn(module: nn.Module) -> bool:
-    return (
-        isinstance(module, nn.BatchNorm2d)
-        and type(module).forward is nn.BatchNorm2d.forward
-        and module.running_mean is not None
-        and module.running_var is not None
-    )
+def _is_kernel_conv(module: nn.Module | None) -> bool:
+    return is_plain_conv(module, (nn.Conv2d,))
 
 
 class MaskedExecutor(nn.Module):
@@ -288,7 +278,7 @@ class MaskedExecutor(nn.Module):
                 f"cannot trace {type(model).__name__} with torch.fx for the masked executor: {exc}"
             ) from None
         self.graph_module = graph_module
-        self._fused: dict[str, list[_FusedConv]] = {}
+        self._fused: dict[str, list[_MaskedKernelConv]] = {}
         self._fuse()
         if example_inputs is not None:
             self._check_against(model, example_inputs)
@@ -323,36 +313,20 @@ class MaskedExecutor(nn.Module):
 
     def _fuse(self) -> None:
         gm = self.graph_module
-        modules = dict(gm.named_modules())
-        for node in list(gm.graph.nodes):
-            if node.op != "call_module" or not _is_plain_conv(modules[node.target]):
-                continue
-            conv = modules[node.target]
-            chain = [node]
-            bn, bn_name = None, None
-            user = _sole_user(node)
-            if user is not None and user.op == "call_module" and _is_foldable_bn(modules[user.target]):
-                bn, bn_name = modules[user.target], user.target
-                chain.append(user)
-            act = "none"
-            user = _sole_user(chain[-1])
-            if user is not None and (found := _activation_of(user, modules)) is not None:
-                act = found
-                chain.append(user)
-            fused = _FusedConv(node.target, conv, bn, act, self._state, bn_name)
+        for chain in conv_chains(gm, conv=_is_kernel_conv, activations=ACTIVATIONS):
+            conv = gm.get_submodule(chain.conv.target)
+            bn = None if chain.bn is None else gm.get_submodule(chain.bn.target)
+            act = "none" if chain.activation is None else chain.activation.name
+            bn_name = None if chain.bn is None else str(chain.bn.target)
+            fused = _MaskedKernelConv(chain.conv.target, conv, bn, act, self._state, bn_name)
             fused_name = f"_fused_{sum(len(v) for v in self._fused.values())}"
             gm.add_submodule(fused_name, fused)
-            source = node.args[0] if node.args else node.kwargs["input"]
-            with gm.graph.inserting_after(chain[-1]):
-                new = gm.graph.call_module(fused_name, (source,))
-            chain[-1].replace_all_uses_with(new)
-            for old in reversed(chain):
-                gm.graph.erase_node(old)
-            self._fused.setdefault(node.target, []).append(fused)
+            replace_chain(gm, chain, fused_name, (chain.source,))
+            self._fused.setdefault(chain.conv.target, []).append(fused)
         gm.graph.lint()
         gm.recompile()
 
-    def _fused_list(self) -> list[_FusedConv]:
+    def _fused_list(self) -> list[_MaskedKernelConv]:
         return [f for group in self._fused.values() for f in group]
 
     def _check_against(self, model: nn.Module, example_inputs: torch.Tensor) -> None:
@@ -431,8 +405,8 @@ class MaskedExecutor(nn.Module):
         x: torch.Tensor,
         out_masks: Mapping[str, torch.Tensor | ChannelMask] | PreparedMasks | None,
         *,
-        moments: dict[_FusedConv, _Moments] | None = None,
-        affines: Mapping[_FusedConv, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        moments: dict[_MaskedKernelConv, _Moments] | None = None,
+        affines: Mapping[_MaskedKernelConv, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         state = self._state
         state.masks, state.moments, state.affines = self._masks_for(out_masks, x.device), moments, affines
@@ -473,10 +447,10 @@ class MaskedExecutor(nn.Module):
                 f"not fused: {', '.join(unfused[:5])}{' ...' if len(unfused) > 5 else ''}"
             )
         masks = out_masks if isinstance(out_masks, PreparedMasks) else self.prepare_masks(out_masks or {})
-        moments: dict[_FusedConv, _Moments] = {}
+        moments: dict[_MaskedKernelConv, _Moments] = {}
         for x in batches:
             self._call(x, masks, moments=moments)
-        affines: dict[_FusedConv, tuple[torch.Tensor, torch.Tensor]] = {}
+        affines: dict[_MaskedKernelConv, tuple[torch.Tensor, torch.Tensor]] = {}
         stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for fused in self._fused_list():
             conv, bn = fused._src
@@ -484,7 +458,7 @@ class MaskedExecutor(nn.Module):
                 continue
             mean, var = moments.get(fused, _Moments()).result(conv.out_channels, conv.weight.device)
             stats[fused.bn_name] = (mean, var)
-            affines[fused] = _fold_stats(bn, mean, var, conv.bias)
+            affines[fused] = _folded(conv, bn, (mean, var))
         return Recalibrated(self, masks, stats, affines)
 
 
@@ -499,7 +473,7 @@ class Recalibrated:
     executor: MaskedExecutor
     masks: PreparedMasks
     stats: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    _affines: dict[_FusedConv, tuple[torch.Tensor, torch.Tensor]]
+    _affines: dict[_MaskedKernelConv, tuple[torch.Tensor, torch.Tensor]]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.executor._call(x, self.masks, affines=self._affines)

@@ -31,16 +31,23 @@ from __future__ import annotations
 import copy
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
 from autoprune.errors import AutopruneError
+from autoprune.fx.fusion import (
+    batchnorm_affine,
+    conv_chains,
+    is_plain_conv,
+    replace_chain,
+    scale_weight,
+    set_module,
+)
 
 T = TypeVar("T")
 
@@ -73,17 +80,15 @@ class _Fold:
 
     def fuse(self, get) -> tuple[torch.Tensor, torch.Tensor]:
         """Folded (weight, bias); ``get(key)`` returns the raw tensor of a state key."""
-        w = get(f"{self.conv}.weight")
-        mean, var = get(f"{self.bn}.running_mean"), get(f"{self.bn}.running_var")
-        scale = torch.rsqrt(var + self.eps)
-        if self.bn_affine:
-            scale = scale * get(f"{self.bn}.weight")
-        bias = -mean * scale
-        if self.conv_bias:
-            bias = bias + get(f"{self.conv}.bias") * scale
-        if self.bn_affine:
-            bias = bias + get(f"{self.bn}.bias")
-        return w * scale.reshape(-1, *([1] * (w.dim() - 1))), bias
+        scale, bias = batchnorm_affine(
+            get(f"{self.bn}.running_mean"),
+            get(f"{self.bn}.running_var"),
+            self.eps,
+            get(f"{self.bn}.weight") if self.bn_affine else None,
+            get(f"{self.bn}.bias") if self.bn_affine else None,
+            get(f"{self.conv}.bias") if self.conv_bias else None,
+        )
+        return scale_weight(get(f"{self.conv}.weight"), scale), bias
 
 
 class Engine:
@@ -292,42 +297,28 @@ def _make_out_of_place(graph: fx.Graph) -> None:
 
 
 def _fold_batchnorms(gm: fx.GraphModule) -> dict[str, _Fold]:
-    """Fold each eval BatchNorm that is a conv's only consumer into that conv (graph edit)."""
-    modules = dict(gm.named_modules())
-    calls: dict[str, int] = {}
-    for n in gm.graph.nodes:
-        if n.op == "call_module":
-            calls[n.target] = calls.get(n.target, 0) + 1
+    """Fold each eval BatchNorm that is a conv's only consumer into that conv (graph edit).
+
+    Both modules must be called at one place only: the conv's own weights change.
+    """
     folds: dict[str, _Fold] = {}
-    for n in list(gm.graph.nodes):
-        if n.op != "call_module" or not isinstance(modules.get(n.target), nn.modules.batchnorm._BatchNorm):
+    for chain in list(conv_chains(gm, single_call=True)):
+        if chain.bn is None:
             continue
-        bn = modules[n.target]
-        src = n.args[0] if n.args else None
-        if (
-            bn.running_mean is None
-            or len(n.args) != 1
-            or n.kwargs
-            or not isinstance(src, fx.Node)
-            or src.op != "call_module"
-            or type(modules.get(src.target)) not in (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-            or len(src.users) != 1
-            or calls[src.target] != 1
-            or calls[n.target] != 1
-        ):
-            continue
-        conv = modules[src.target]
+        conv, bn = gm.get_submodule(chain.conv.target), gm.get_submodule(chain.bn.target)
         fused = copy.deepcopy(conv)
         fused.bias = nn.Parameter(torch.zeros(conv.out_channels, device=conv.weight.device))
-        _set_module(gm, src.target, fused)
-        folds[src.target] = _Fold(src.target, n.target, float(bn.eps), conv.bias is not None, bn.affine)
-        n.replace_all_uses_with(src)
-        gm.graph.erase_node(n)
+        set_module(gm, chain.conv.target, fused)
+        folds[chain.conv.target] = _Fold(
+            chain.conv.target, chain.bn.target, float(bn.eps), conv.bias is not None, bn.affine
+        )
+        chain.bn.replace_all_uses_with(chain.conv)
+        gm.graph.erase_node(chain.bn)
     return folds
 
 
-class FusedConv(nn.Module):
-    """A 2-d conv with a post-op activation and optionally a residual add, as one oneDNN call.
+class OneDNNConv(nn.Module):
+    """A 2-d conv with an activation and optionally a residual add as oneDNN post-ops: one call.
 
     Holds the conv's ``weight`` and ``bias`` under the same names, so overrides of
     the conv apply unchanged.
@@ -351,6 +342,10 @@ class FusedConv(nn.Module):
         )
 
 
+_ONEDNN_UNARY = {"relu": "relu", "relu6": "hardtanh", "hardtanh": "hardtanh"}
+"""Activations (names of :data:`~autoprune.fx.fusion.ACTIVATION_TABLE`) fused as a oneDNN unary post-op."""
+
+
 def _can_fuse(device: torch.device, example: torch.Tensor) -> bool:
     return (
         device.type == "cpu"
@@ -360,77 +355,48 @@ def _can_fuse(device: torch.device, example: torch.Tensor) -> bool:
     )
 
 
-def _activation(n: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, list[float]] | None:
-    """('relu', []) or ('hardtanh', [lo, hi]) if ``n`` is such an activation of one tensor."""
-    if len(n.args) != 1 or any(k != "inplace" for k in n.kwargs):
-        return None
-    if n.op == "call_module":
-        m = modules.get(n.target)
-        if type(m) is nn.ReLU:
-            return "relu", []
-        if type(m) in (nn.ReLU6, nn.Hardtanh):
-            return "hardtanh", [float(m.min_val), float(m.max_val)]
-    if n.op == "call_function":
-        if n.target in (F.relu, torch.relu):
-            return "relu", []
-        if n.target is F.relu6:
-            return "hardtanh", [0.0, 6.0]
-    if n.op == "call_method" and n.target == "relu":
-        return "relu", []
-    return None
+def _is_onednn_conv(module: nn.Module | None) -> bool:
+    return (
+        is_plain_conv(module, (nn.Conv2d,))
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
+    )
 
 
 def _fuse_conv_pointwise(gm: fx.GraphModule, shapes: dict[fx.Node, tuple[int, ...]]) -> int:
-    """Rewrite conv -> [add] -> [activation] chains into :class:`FusedConv` calls (graph edit)."""
-    modules = dict(gm.named_modules())
-    calls: dict[str, int] = {}
-    for n in gm.graph.nodes:
-        if n.op == "call_module":
-            calls[n.target] = calls.get(n.target, 0) + 1
+    """Rewrite conv -> [add] -> [activation] chains into :class:`OneDNNConv` calls (graph edit)."""
+
+    def same_shape(conv: fx.Node, other: fx.Node) -> bool:
+        return shapes.get(other) == shapes.get(conv) is not None
+
     count = 0
-    for c in list(gm.graph.nodes):
-        conv = modules.get(c.target) if c.op == "call_module" else None
-        if (
-            type(conv) is not nn.Conv2d
-            or conv.padding_mode != "zeros"
-            or isinstance(conv.padding, str)
-            or calls[c.target] != 1
-            or len(c.args) != 1
-            or c.kwargs
-            or len(c.users) != 1
-        ):
+    chains = conv_chains(
+        gm,
+        conv=_is_onednn_conv,
+        norms=False,
+        residual=same_shape,
+        activations=_ONEDNN_UNARY,
+        single_call=True,
+    )
+    for chain in chains:  # lazily: a fused output may be a later chain's residual
+        if chain.add is not None and chain.activation is not None and chain.activation.name != "relu":
+            chain = replace(chain, act=None, activation=None)  # oneDNN: add + hardtanh is undefined
+        if len(chain.nodes) == 1:
             continue
-        chain, other = [c], None
-        (user,) = c.users
-        if _is_add(user) and len(user.args) == 2:
-            o = user.args[1] if user.args[0] is c else user.args[0]
-            if isinstance(o, fx.Node) and o is not c and shapes.get(o) == shapes.get(c) is not None:
-                chain.append(user)
-                other = o
-        act = None
-        if len(chain[-1].users) == 1:
-            act = _activation(next(iter(chain[-1].users)), modules)
-            if act is not None:
-                chain.append(next(iter(chain[-1].users)))
-        if len(chain) == 1:
-            continue
-        unary, scalars = act if act is not None else (None, [])
-        _set_module(gm, c.target, FusedConv(conv, unary, scalars, other is not None))
-        with gm.graph.inserting_before(chain[-1]):
-            new = gm.graph.call_module(c.target, (c.args[0],) if other is None else (c.args[0], other))
-        chain[-1].replace_all_uses_with(new)
-        if chain[-1] in shapes:  # a later add may take this output as its residual
-            shapes[new] = shapes[chain[-1]]
-        for node in reversed(chain):  # each one's only user was the next, already gone
-            gm.graph.erase_node(node)
+        unary, scalars = None, []
+        if chain.activation is not None:
+            unary, scalars = _ONEDNN_UNARY[chain.activation.name], list(chain.activation.scalars)
+        conv = gm.get_submodule(chain.conv.target)
+        set_module(gm, chain.conv.target, OneDNNConv(conv, unary, scalars, chain.add is not None))
+        args = (chain.source,) if chain.residual is None else (chain.source, chain.residual)
+        last = chain.last
+        new = replace_chain(gm, chain, chain.conv.target, args)
+        if last in shapes:  # a later add may take this output as its residual
+            shapes[new] = shapes[last]
         count += 1
     gm.delete_all_unused_submodules()
     gm.recompile()
     return count
-
-
-def _is_add(n: fx.Node) -> bool:
-    return n.op == "call_function" and n.target in (operator.add, torch.add) and not n.kwargs
 
 
 def _probe(
@@ -451,11 +417,6 @@ def _probe(
     with torch.inference_mode():
         interp.run(example)
     return found
-
-
-def _set_module(gm: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, child = path.rpartition(".")
-    setattr(gm.get_submodule(parent) if parent else gm, child, module)
 
 
 def _has_tensor(gm: nn.Module, key: str) -> bool:
