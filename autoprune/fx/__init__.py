@@ -3,3 +3,32 @@
 The channel graph, the sensitivity engine and the masked executor all rewrite or
 inspect traced models through this package; none of them traces on its own.
 """
+
+from autoprune.fx.fusion import (
+    ACTIVATION_TABLE,
+    Activation,
+    Chain,
+    activation_of,
+    batchnorm_affine,
+    conv_chains,
+    is_foldable_bn,
+    is_plain_conv,
+    replace_chain,
+    scale_weight,
+    set_module,
+)
+
+__all__ = [
+    # fusion
+    "ACTIVATION_TABLE",
+    "Activation",
+    "Chain",
+    "activation_of",
+    "batchnorm_affine",
+    "conv_chains",
+    "is_foldable_bn",
+    "is_plain_conv",
+    "replace_chain",
+    "scale_weight",
+    "set_module",
+]
