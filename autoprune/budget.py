@@ -80,6 +80,15 @@ class Projection:
         return self.plan.channels
 
 
+def plan_cost(space: PruningSpace, plan: Plan, cost_model: CostModel | None = None) -> tuple[int, int]:
+    """(FLOPs, params) of the pruned model ``plan`` describes, its removed blocks included."""
+    space.check_plan(plan)
+    cost = cost_model or CostModel(space)
+    removed = space.removed_vector(plan) if plan.removed_blocks else None
+    flops, params = cost.cost(space.channels_vector(plan), removed)
+    return int(flops[0]), int(params[0])
+
+
 def project_to_budget(
     space: PruningSpace,
     preferences: np.ndarray,

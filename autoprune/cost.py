@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from autoprune.plan import Plan
     from autoprune.space import PruningSpace, ResolvedLayer
 
 Segs = tuple[tuple[int, int, int], ...]
@@ -195,9 +194,3 @@ class CostModel:
 
     def cost(self, channels: np.ndarray, removed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         return self.flops(channels, removed), self.params(channels, removed)
-
-    def plan_cost(self, plan: Plan) -> tuple[int, int]:
-        """(FLOPs, params) of one plan, its removed blocks included."""
-        n = self.space.channels_vector(plan)
-        removed = self.space.removed_vector(plan) if plan.removed_blocks else None
-        return int(self.flops(n, removed)[0]), int(self.params(n, removed)[0])

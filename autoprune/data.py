@@ -120,6 +120,33 @@ def make_loader(
     )
 
 
+@dataclass
+class EvalBatches:
+    """Images held in memory as fixed batches, so every candidate sees exactly the same data."""
+
+    batches: list[tuple[torch.Tensor, torch.Tensor]]
+
+    @classmethod
+    def from_dataset(
+        cls, dataset: Dataset, batch_size: int, limit: int | None = None, seed: int | None = None
+    ) -> EvalBatches:
+        n = len(dataset) if limit is None else min(limit, len(dataset))
+        if seed is None:
+            order = torch.arange(n)
+        else:
+            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+        xs, ys = zip(*(dataset[int(i)] for i in order), strict=True)
+        x, y = torch.stack(xs), torch.as_tensor(ys)
+        return cls(list(zip(x.split(batch_size), y.split(batch_size), strict=True)))
+
+    @property
+    def images(self) -> list[torch.Tensor]:
+        return [x for x, _ in self.batches]
+
+    def to(self, device: torch.device) -> EvalBatches:
+        return EvalBatches([(x.to(device), y.to(device)) for x, y in self.batches])
+
+
 def _in_memory(dataset: Dataset) -> bool:
     while isinstance(dataset, Subset):
         dataset = dataset.dataset

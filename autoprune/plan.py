@@ -19,15 +19,18 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from autoprune.errors import AutopruneError
 from autoprune.io import read_json, write_json
 
-if TYPE_CHECKING:
-    from autoprune.space import PruningSpace
-
 FORMAT = "autoprune.plan/1"
+
+
+class PlanChecker(Protocol):
+    """What can check a plan against a model: a :class:`~autoprune.space.PruningSpace`."""
+
+    def check_plan(self, plan: Plan) -> None: ...
 
 
 @dataclass
@@ -55,8 +58,8 @@ class Plan:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], space: PruningSpace | None = None) -> Plan:
-        """Parse (and with ``space``, validate) a plan dict; see the module docstring."""
+    def from_dict(cls, d: Mapping[str, Any], space: PlanChecker | None = None) -> Plan:
+        """Parse a plan dict (see the module docstring); with ``space``, also check it fits that model."""
         if not isinstance(d, Mapping):
             raise AutopruneError(f"a plan must be a JSON object, got {type(d).__name__}")
         if "format" not in d and isinstance(d.get("plan"), Mapping):
@@ -76,7 +79,7 @@ class Plan:
             removed_blocks=_str_list(d.get("removed_blocks", []), "removed_blocks"),
         )
         if space is not None:
-            plan.validate(space)
+            space.check_plan(plan)
         return plan
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -84,8 +87,8 @@ class Plan:
         return write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | os.PathLike, space: PruningSpace | None = None) -> Plan:
-        """Read a plan file; with ``space``, validate it against the model.
+    def load(cls, path: str | os.PathLike, space: PlanChecker | None = None) -> Plan:
+        """Read a plan file; with ``space``, check it against the model.
 
         A ``best_trial.json`` loads directly: unknown top-level keys (``score``, ``budget``,
         ``study``, ``checkpoint_sha256``, ...) are ignored.
@@ -93,53 +96,12 @@ class Plan:
         return cls.from_document(read_json(path, "plan"), path, space)
 
     @classmethod
-    def from_document(cls, data: Any, path: str | os.PathLike, space: PruningSpace | None = None) -> Plan:
+    def from_document(cls, data: Any, path: str | os.PathLike, space: PlanChecker | None = None) -> Plan:
         """:meth:`from_dict` on the JSON already read from ``path``; errors name that file."""
         try:
             return cls.from_dict(data, space)
         except AutopruneError as exc:
             raise AutopruneError(f"plan file {str(path)!r}: {exc}") from None
-
-    # -- validation ----------------------------------------------------------------
-
-    def validate(self, space: PruningSpace) -> None:
-        """Raise AutopruneError unless this plan fits ``space`` (arch, input size, groups, counts)."""
-        if self.arch is not None and space.arch is not None and self.arch != space.arch:
-            raise AutopruneError(f"the plan is for {self.arch!r}, but the model is {space.arch!r}")
-        if (
-            self.input_size is not None
-            and space.input_size is not None
-            and self.input_size != space.input_size
-        ):
-            raise AutopruneError(
-                f"the plan was made for input size {self.input_size}, the model is traced at "
-                f"{space.input_size}; FLOPs and stages depend on it, so search again at this size"
-            )
-        if (
-            self.num_classes is not None
-            and space.num_classes is not None
-            and self.num_classes != space.num_classes
-        ):
-            raise AutopruneError(
-                f"the plan is for {self.num_classes} classes, the model has {space.num_classes}"
-            )
-        unknown = sorted(set(self.channels) - set(space.group_index))
-        if unknown:
-            shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-            raise AutopruneError(
-                f"the plan names channel groups this model does not have: {shown} "
-                f"(was it made for another architecture? this model has {len(space.groups)} groups)"
-            )
-        for gid, n in self.channels.items():
-            why = space.group(gid).check(n)
-            if why:
-                raise AutopruneError(f"group {gid!r}: {why}")
-        names = {b.name: b for b in space.blocks}
-        for b in self.removed_blocks:
-            if b not in names:
-                raise AutopruneError(f"removed block {b!r} is not a residual block of this model")
-            if not names[b].removable:
-                raise AutopruneError(f"block {b!r} changes the tensor shape and cannot be removed")
 
 
 # ------------------------------------------------------------------- field parsing

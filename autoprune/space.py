@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,9 +30,6 @@ from torch import nn
 from autoprune.errors import AutopruneError
 from autoprune.graph import Analysis, Layer, Layout, analyze
 from autoprune.plan import Plan
-
-if TYPE_CHECKING:
-    from autoprune.cost import CostModel
 
 DEFAULT_ROUND_TO = 8
 ROUND_FROM_CHANNELS = 32
@@ -121,7 +117,6 @@ class PruningSpace:
     param_info: list[tuple[str, str, str, tuple[int, ...]]] = field(repr=False)
     extra_macs: list[tuple[str, int]] = field(repr=False)
     input_shape: tuple[int, ...] = ()
-    _cost: CostModel | None = field(default=None, repr=False)
 
     # -- construction ----------------------------------------------------------
 
@@ -239,8 +234,46 @@ class PruningSpace:
             num_classes=self.num_classes,
             removed_blocks=list(removed_blocks),
         )
-        plan.validate(self)
+        self.check_plan(plan)
         return plan
+
+    def check_plan(self, plan: Plan) -> None:
+        """Raise AutopruneError unless ``plan`` fits this space (arch, input size, groups, counts)."""
+        self._check_plan_model(plan)
+        unknown = sorted(set(plan.channels) - set(self.group_index))
+        if unknown:
+            raise AutopruneError(
+                f"the plan names channel groups this model does not have: {_few(unknown)} "
+                f"(was it made for another architecture? this model has {len(self.groups)} groups)"
+            )
+        for gid, n in plan.channels.items():
+            why = self.group(gid).check(n)
+            if why:
+                raise AutopruneError(f"group {gid!r}: {why}")
+        names = {b.name: b for b in self.blocks}
+        for b in plan.removed_blocks:
+            if b not in names:
+                raise AutopruneError(f"removed block {b!r} is not a residual block of this model")
+            if not names[b].removable:
+                raise AutopruneError(f"block {b!r} changes the tensor shape and cannot be removed")
+
+    def _check_plan_model(self, plan: Plan) -> None:
+        """The plan's arch, input size and classes (where both sides know them) match this space."""
+        if plan.arch is not None and self.arch is not None and plan.arch != self.arch:
+            raise AutopruneError(f"the plan is for {plan.arch!r}, but the model is {self.arch!r}")
+        if plan.input_size is not None and self.input_size is not None and plan.input_size != self.input_size:
+            raise AutopruneError(
+                f"the plan was made for input size {plan.input_size}, the model is traced at "
+                f"{self.input_size}; FLOPs and stages depend on it, so search again at this size"
+            )
+        if (
+            plan.num_classes is not None
+            and self.num_classes is not None
+            and plan.num_classes != self.num_classes
+        ):
+            raise AutopruneError(
+                f"the plan is for {plan.num_classes} classes, the model has {self.num_classes}"
+            )
 
     def channels_vector(self, plan: Plan) -> np.ndarray:
         """The plan's counts in group order (groups it omits keep all channels)."""
@@ -250,29 +283,6 @@ class PruningSpace:
         """Boolean mask over ``space.blocks`` of the plan's removed blocks."""
         removed = set(plan.removed_blocks)
         return np.array([b.name in removed for b in self.blocks], dtype=bool)
-
-    # -- cost --------------------------------------------------------------------
-
-    @property
-    def cost_model(self) -> CostModel:
-        if self._cost is None:
-            from autoprune.cost import CostModel
-
-            self._cost = CostModel(self)
-        return self._cost
-
-    @property
-    def dense_flops(self) -> int:
-        """Multiply-adds of conv and linear layers per sample (see :mod:`autoprune.cost`)."""
-        return self.cost_model.dense_flops
-
-    @property
-    def dense_params(self) -> int:
-        return self.cost_model.dense_params
-
-    def cost(self, plan: Plan) -> tuple[int, int]:
-        """(FLOPs, params) of the pruned model ``plan`` describes."""
-        return self.cost_model.plan_cost(plan)
 
     def describe(self) -> str:
         """A short multi-line summary (groups, frozen modules) for humans."""

@@ -41,10 +41,9 @@ from autoprune.graph import _BN_MODULES, _CONV_MODULES, _CONVT_MODULES, _IN_MODU
 from autoprune.io import atomic_write
 from autoprune.plan import Plan
 from autoprune.recalibration import recalibrate_batchnorm
+from autoprune.registry import AUTO_CANDIDATES, CHANNEL_CRITERIA, CRITERIA
 from autoprune.space import PruningSpace
 
-CRITERIA = ("l1", "l2", "bn_gamma", "random")
-AUTO_CANDIDATES = ("l1", "l2", "bn_gamma")
 PRUNED_FORMAT = "autoprune.pruned/1"
 
 Kept = dict[str, dict[str, list[int]]]
@@ -129,8 +128,7 @@ def _accumulate(scores: list[np.ndarray], segs: Iterable[tuple[int, int, int]], 
 
 def group_scores(space: PruningSpace, model: nn.Module, criterion: str, seed: int = 0) -> list[np.ndarray]:
     """One importance score per channel of every group (higher = keep), in group order."""
-    if criterion not in CRITERIA:
-        raise AutopruneError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)} or auto")
+    CHANNEL_CRITERIA.check(criterion)
     scores = [np.zeros(g.channels) for g in space.groups]
     if criterion == "random":
         rng = np.random.default_rng(seed)
@@ -381,8 +379,8 @@ def apply_plan(
     if space is None:
         inputs = example_inputs if example_inputs is not None else _default_inputs(model, plan)
         space = PruningSpace.from_model(model, inputs, arch=plan.arch, num_classes=plan.num_classes)
-    plan.validate(space)
-    if criterion == "auto":
+    space.check_plan(plan)
+    if CRITERIA.check(criterion) == "auto":
         return _apply_auto(model, plan, space, loader, seed, recal_batches, eval_batches)
     kept = _kept_for(space, model, plan, criterion, seed)
     pruned = build_pruned(model, kept, plan.removed_blocks)

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 import autoprune
+from autoprune.budget import plan_cost
+from autoprune.cost import CostModel
 from autoprune.flops import measured_macs
 from autoprune.space import PruningSpace
 from autoprune.surgery import apply_plan
@@ -47,10 +49,11 @@ def timed(fn, repeats: int, warmup: int = 2) -> tuple[float, float]:
 def uniform_for_flops(space: PruningSpace, target: float):
     """The largest uniform-keep plan whose FLOPs are at most ``target`` x dense."""
     lo, hi = 0.0, 1.0
-    dense = space.dense_flops
+    cost = CostModel(space)
+    dense = cost.dense_flops
     for _ in range(40):
         mid = (lo + hi) / 2
-        flops = space.cost_model.flops(space.channels_from_ratios(np.full(len(space.groups), mid)))[0]
+        flops = cost.flops(space.channels_from_ratios(np.full(len(space.groups), mid)))[0]
         lo, hi = (mid, hi) if flops <= target * dense else (lo, mid)
     return space.uniform(max(lo, 1e-3))
 
@@ -78,7 +81,7 @@ def bench_latency(name: str, target: float, repeats: int, round_to: int | None) 
     space = PruningSpace.from_model(model, x1, arch=name, round_to=round_to)
     plan = uniform_for_flops(space, target)
     pruned = apply_plan(model, plan, space=space).model.eval()
-    flops, _ = space.cost(plan)
+    flops, _ = plan_cost(space, plan)
     assert flops == measured_macs(pruned, x1)
     batch = torch.randn(64, 3, 32, 32)
     ta, tb = paired_latency(model, pruned, batch, repeats)
@@ -86,7 +89,7 @@ def bench_latency(name: str, target: float, repeats: int, round_to: int | None) 
     return {
         "model": name,
         "round_to": "default" if round_to is None else str(round_to),
-        "flops_ratio": flops / space.dense_flops,
+        "flops_ratio": flops / CostModel(space).dense_flops,
         "dense_ms": dense_s * 1e3,
         "pruned_ms": pruned_s * 1e3,
         "latency_ratio": pruned_s / dense_s,
@@ -113,7 +116,7 @@ def bench_cost(repeats: int) -> float:
     model = autoprune.create_model("mobilenetv2", 10, 32)
     space = PruningSpace.from_model(model, torch.randn(1, 3, 32, 32))
     plans = space.channels_from_ratios(np.random.default_rng(0).uniform(0.1, 1, (1000, len(space.groups))))
-    cm = space.cost_model
+    cm = CostModel(space)
     med, low = timed(lambda: (cm.flops(plans), cm.params(plans)), repeats)
     return med * 1e3, low * 1e3
 

@@ -23,11 +23,10 @@ import torch
 from autoprune import create_model
 from autoprune.budget import project_to_budget
 from autoprune.checkpoint import load_model
-from autoprune.data import DEBIAN_FASHION_MNIST, load_dataset
-from autoprune.pipeline import train_dense
+from autoprune.data import DEBIAN_FASHION_MNIST, EvalBatches, load_dataset
+from autoprune.jobs import SearchConfig, run_search, train_dense
 from autoprune.prior import uniform_preferences
-from autoprune.search.proxies import EvalBatches, RecalProxy
-from autoprune.search.runner import SearchConfig, run_search
+from autoprune.search.proxies import RecalProxy
 from autoprune.search_spaces import space_for
 from autoprune.sensitivity import Perturbation, Provenance, compute_sensitivity
 

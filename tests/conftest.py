@@ -40,7 +40,7 @@ def run_cli(capsys):
 @pytest.fixture(scope="session")
 def digits_checkpoint(tmp_path_factory) -> Path:
     """A resnet20 trained briefly on digits (a few seconds): real weights for CLI tests."""
-    from autoprune.pipeline import train_dense
+    from autoprune.jobs import train_dense
 
     path = tmp_path_factory.mktemp("ckpt") / "dense.pt"
     train_dense("resnet20", "digits", path, epochs=2, device="cpu")

@@ -24,10 +24,10 @@ from test_executor import _randomized
 from torch import nn
 
 from autoprune import AutopruneError, PruningSpace
+from autoprune.data import EvalBatches
 from autoprune.executor import MaskedExecutor
 from autoprune.recalibration import recalibrate_batchnorm
 from autoprune.search.proxies import (
-    EvalBatches,
     MaskedRecalProxy,
     ProxyScore,
     RecalProxy,

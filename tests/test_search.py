@@ -22,8 +22,8 @@ from autoprune.budget import project_to_budget
 from autoprune.checkpoint import load_model
 from autoprune.cost import CostModel
 from autoprune.flops import measured_macs, param_count
+from autoprune.jobs import SearchConfig, run_search
 from autoprune.plan import Plan
-from autoprune.search.runner import SearchConfig, run_search
 from autoprune.space import PruningSpace
 from autoprune.surgery import apply_plan
 

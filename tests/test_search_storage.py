@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from autoprune import AutopruneError
-from autoprune.search.choices import PRUNERS, SAMPLERS
+from autoprune.registry import SAMPLERS, TRIAL_PRUNERS
 from autoprune.search.dashboard import dashboard_server
 from autoprune.search.samplers import create_pruner, create_sampler
 from autoprune.search.storage import open_storage
@@ -46,7 +46,7 @@ def test_unusable_storage_urls_are_one_line_errors(tmp_path, url, message):
     assert "secret" not in str(info.value) and "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize("name", SAMPLERS.names)
 def test_every_sampler_runs(name):
     directions = ["maximize", "minimize"] if name == "nsga2" else ["maximize"]
     study = optuna.create_study(directions=directions, sampler=create_sampler(name, seed=0))
@@ -60,7 +60,7 @@ def test_every_sampler_runs(name):
     assert len(study.trials) == 4
 
 
-@pytest.mark.parametrize("name", PRUNERS)
+@pytest.mark.parametrize("name", TRIAL_PRUNERS.names)
 def test_every_pruner_builds(name):
     assert isinstance(create_pruner(name), optuna.pruners.BasePruner)
 

@@ -134,7 +134,7 @@ def test_missing_checkpoint_trains_one_then_reuses_it(run_cli, tmp_path, monkeyp
         calls.append((arch, dataset, Path(out)))
         _save(_calibrated_resnet20(), out)
 
-    monkeypatch.setattr("autoprune.pipeline.train_dense", fake_train_dense)
+    monkeypatch.setattr("autoprune.jobs.dense.train_dense", fake_train_dense)
     out = tmp_path / "sens.json"
     args = ("sensitivity", "--arch", "resnet20", "--method", "bn-gamma", "--out", out)
     r = run_cli(*args)

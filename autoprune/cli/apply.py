@@ -9,7 +9,7 @@ from rich.table import Table
 
 from autoprune.cli.console import RichReporter, stderr, stdout
 from autoprune.cli.options import device_option
-from autoprune.search.choices import CRITERIA
+from autoprune.registry import CRITERIA, EXPORTS
 
 
 @click.command()
@@ -21,10 +21,10 @@ from autoprune.search.choices import CRITERIA
 )
 @click.option(
     "--criterion",
-    type=click.Choice(CRITERIA),
+    type=click.Choice(CRITERIA.names),
     default="l1",
     show_default=True,
-    help="Which channels to keep; auto tries each on the search split.",
+    help="Which channels to keep; auto tries l1, l2 and bn_gamma on the search split and keeps the best.",
 )
 @click.option("--finetune-epochs", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--kd", is_flag=True, help="Fine-tune with knowledge distillation from the dense model.")
@@ -38,7 +38,7 @@ from autoprune.search.choices import CRITERIA
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option(
     "--export",
-    type=click.Choice(("torchscript", "onnx")),
+    type=click.Choice(EXPORTS.names),
     default=None,
     help="Also write a deployable file beside --out.",
 )
@@ -60,7 +60,7 @@ def apply(
 
     Example: autoprune apply runs/resnet20-digits-flops0.5/best_trial.json --finetune-epochs 5 --out pruned.pt
     """
-    from autoprune.pipeline import apply_plan_file
+    from autoprune.jobs import apply_plan_file
 
     report = apply_plan_file(
         plan,

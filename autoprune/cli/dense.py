@@ -45,7 +45,7 @@ def train(arch, dataset, data_dir, epochs, lr, batch_size, seed, input_size, dev
 
     Example: autoprune train --arch resnet20 --dataset digits --epochs 15 --out dense.pt
     """
-    from autoprune.pipeline import train_dense
+    from autoprune.jobs import train_dense
 
     result = train_dense(
         arch,
@@ -67,7 +67,7 @@ def train(arch, dataset, data_dir, epochs, lr, batch_size, seed, input_size, dev
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 def inspect(checkpoint: Path) -> None:
     """Print a checkpoint's arch, dataset, params, FLOPs and accuracy."""
-    from autoprune.pipeline import describe_checkpoint
+    from autoprune.jobs import describe_checkpoint
 
     info = describe_checkpoint(checkpoint)
     table = Table(show_header=False, box=None)

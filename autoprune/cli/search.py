@@ -11,7 +11,15 @@ import click
 
 from autoprune.cli.console import RichReporter, stderr, stdout
 from autoprune.cli.options import data_options, device_option
-from autoprune.search.choices import CRITERIA, PRIORS, PROXIES, PRUNERS, SAMPLERS, SENSITIVITY_METHODS, SPACES
+from autoprune.registry import (
+    CHANNEL_CRITERIA,
+    PRIORS,
+    PROXIES,
+    SAMPLERS,
+    SEARCH_SPACES,
+    SENSITIVITY_METHODS,
+    TRIAL_PRUNERS,
+)
 
 
 @contextmanager
@@ -68,7 +76,7 @@ def _print_result(result) -> None:
 @click.option(
     "--checkpoint",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Dense checkpoint (default: train one first).",
+    help="Dense checkpoint; trained there first if it does not exist (default RUN_DIR/dense.pt).",
 )
 @click.option(
     "--dense-epochs",
@@ -84,43 +92,43 @@ def _print_result(result) -> None:
 )
 @click.option(
     "--sensitivity-method",
-    type=click.Choice(SENSITIVITY_METHODS),
+    type=click.Choice(SENSITIVITY_METHODS.names),
     default="sr-init",
     show_default=True,
     help="Computed on the fly when no --sensitivity file is given.",
 )
 @click.option(
     "--prior",
-    type=click.Choice(PRIORS),
+    type=click.Choice(PRIORS.names),
     default="sensitivity",
     show_default=True,
     help="Prior keep ratios: from sensitivity, or uniform.",
 )
 @click.option(
     "--space",
-    type=click.Choice(SPACES),
+    type=click.Choice(SEARCH_SPACES.names),
     default="group",
     show_default=True,
     help="Per-group or per-stage multipliers.",
 )
 @click.option(
     "--sampler",
-    type=click.Choice(SAMPLERS),
+    type=click.Choice(SAMPLERS.names),
     default="tpe",
     show_default=True,
     help="nsga2 searches a Pareto front of accuracy vs FLOPs.",
 )
 @click.option(
     "--pruner",
-    type=click.Choice(PRUNERS),
+    type=click.Choice(TRIAL_PRUNERS.names),
     default="wilcoxon",
     show_default=True,
     help="Stops weak trials early.",
 )
-@click.option("--proxy", type=click.Choice(PROXIES), default="recal", show_default=True)
+@click.option("--proxy", type=click.Choice(PROXIES.names), default="recal", show_default=True)
 @click.option(
     "--criterion",
-    type=click.Choice(CRITERIA),
+    type=click.Choice(CHANNEL_CRITERIA.names),
     default="l1",
     show_default=True,
     help="Which channels a candidate keeps.",
@@ -176,7 +184,7 @@ def search(**options) -> None:
     Writes runs/<study>/: study.journal, best_trial.json, trials.csv, summary.png,
     per-trial charts (artifacts/). Ctrl-C stops after the current trial.
     """
-    from autoprune.search.runner import SearchConfig, run_search
+    from autoprune.jobs import SearchConfig, run_search
 
     config = SearchConfig(**{k: str(v) if isinstance(v, Path) else v for k, v in options.items()})
     with graceful_interrupt() as stop:
@@ -197,7 +205,7 @@ def worker(run_dir, storage, study, trials, timeout, seed, device) -> None:
 
     Example: autoprune worker runs/resnet20-digits-flops0.5 --trials 20
     """
-    from autoprune.search.runner import run_worker
+    from autoprune.jobs import run_worker
 
     with graceful_interrupt() as stop:
         result = run_worker(

@@ -10,8 +10,7 @@ from rich.table import Table
 
 from autoprune.cli.console import RichReporter, stdout
 from autoprune.cli.options import data_options, device_option
-from autoprune.sensitivity.result import METHODS
-from autoprune.sensitivity.units import UNIT_KINDS
+from autoprune.registry import SENSITIVITY_METHODS, SENSITIVITY_UNITS
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
@@ -50,10 +49,10 @@ def _parse_sigmas(text: str) -> list[float]:
     help="Dense checkpoint. If it does not exist (default dense-ARCH-DATASET.pt next to --out), "
     "a dense model is trained there first and later runs reuse it.",
 )
-@click.option("--method", type=click.Choice(METHODS), default="sr-init", show_default=True)
+@click.option("--method", type=click.Choice(SENSITIVITY_METHODS.names), default="sr-init", show_default=True)
 @click.option(
     "--unit",
-    type=click.Choice(UNIT_KINDS),
+    type=click.Choice(SENSITIVITY_UNITS.names),
     default="block",
     show_default=True,
     help="block: modules with a skip connection; group: channel groups.",
@@ -172,7 +171,7 @@ def sensitivity(
 
     Example: autoprune sensitivity --checkpoint dense.pt --method sr-init --unit block --remove 3
     """
-    from autoprune.sensitivity.jobs import SensitivityJob, run_sensitivity_job
+    from autoprune.jobs import SensitivityJob, run_sensitivity_job
 
     if tau is not None and remove_k is not None:
         raise click.UsageError("give either --prune-blocks TAU or --remove K, not both")

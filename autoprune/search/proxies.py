@@ -25,15 +25,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
+from autoprune.data import EvalBatches
 from autoprune.errors import AutopruneError
 from autoprune.executor import MaskedExecutor
 from autoprune.plan import Plan
 from autoprune.recalibration import recalibrate_batchnorm
+from autoprune.registry import CHANNEL_CRITERIA, PROXIES
 from autoprune.space import PruningSpace
 from autoprune.surgery import (
-    CRITERIA,
     PruneResult,
     apply_plan,
     group_scores,
@@ -62,33 +62,6 @@ class Proxy(abc.ABC):
     @abc.abstractmethod
     def score(self, plan: Plan, report: ReportFn | None = None) -> ProxyScore:
         """Score ``plan``; call ``report`` after each evaluation batch."""
-
-
-@dataclass
-class EvalBatches:
-    """Images held in memory as fixed batches, so every candidate sees exactly the same data."""
-
-    batches: list[tuple[torch.Tensor, torch.Tensor]]
-
-    @classmethod
-    def from_dataset(
-        cls, dataset: Dataset, batch_size: int, limit: int | None = None, seed: int | None = None
-    ) -> EvalBatches:
-        n = len(dataset) if limit is None else min(limit, len(dataset))
-        if seed is None:
-            order = torch.arange(n)
-        else:
-            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
-        xs, ys = zip(*(dataset[int(i)] for i in order), strict=True)
-        x, y = torch.stack(xs), torch.as_tensor(ys)
-        return cls(list(zip(x.split(batch_size), y.split(batch_size), strict=True)))
-
-    @property
-    def images(self) -> list[torch.Tensor]:
-        return [x for x, _ in self.batches]
-
-    def to(self, device: torch.device) -> EvalBatches:
-        return EvalBatches([(x.to(device), y.to(device)) for x, y in self.batches])
 
 
 @torch.inference_mode()
@@ -173,9 +146,9 @@ class MaskedRecalProxy(Proxy):
         criterion: str = "l1",
         backend: str = "auto",
     ) -> None:
-        if criterion not in CRITERIA:
+        if criterion not in CHANNEL_CRITERIA:
             raise AutopruneError(
-                f"the masked recal proxy takes criterion {', '.join(CRITERIA)}, not {criterion!r}"
+                f"the masked recal proxy takes criterion {', '.join(CHANNEL_CRITERIA)}, not {criterion!r}"
             )
         device = torch.device(device)
         on_device = all(_same_device(t.device, device) for t in [*model.parameters(), *model.buffers()])
@@ -204,7 +177,7 @@ class MaskedRecalProxy(Proxy):
 
     def out_masks(self, plan: Plan) -> dict[str, torch.Tensor]:
         """Conv output masks (True = kept) of the channels ``plan`` keeps; whole convs are left out."""
-        plan.validate(self.space)
+        self.space.check_plan(plan)
         unsupported = [b for b in plan.removed_blocks if b not in self._removable]
         if unsupported:
             raise AutopruneError(f"the masked recal proxy cannot remove blocks {', '.join(unsupported)}")
@@ -246,8 +219,7 @@ def create_proxy(
     channels is the fast path. ``auto`` falls back to sliced, with a warning, for a
     model the masked executor cannot run exactly.
     """
-    if name != "recal":
-        raise AutopruneError(f"unknown proxy {name!r}; valid: recal")
+    PROXIES.check(name)
     choice = executor
     if executor == "auto":
         choice = os.environ.get(PROXY_EXECUTOR_ENV, "").strip().lower() or "auto"

@@ -7,9 +7,12 @@ import warnings
 import optuna
 from optuna.exceptions import ExperimentalWarning
 
+from autoprune.registry import SAMPLERS, TRIAL_PRUNERS
+
 
 def create_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSampler:
     """TPE is multivariate (the per-group multipliers interact through the budget)."""
+    SAMPLERS.check(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         return _sampler(name, seed)
@@ -31,6 +34,7 @@ def _sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
 
 def create_pruner(name: str) -> optuna.pruners.BasePruner:
     """``wilcoxon`` compares a trial's per-batch accuracies with the best trial's on the same batches."""
+    TRIAL_PRUNERS.check(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         return _pruner(name)

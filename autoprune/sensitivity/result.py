@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import AutopruneError
 from autoprune.io import read_json, write_json
+from autoprune.registry import SENSITIVITY_METHODS as METHODS
 
 if TYPE_CHECKING:
     from autoprune.space import PruningSpace
 
 FORMAT = "autoprune.sensitivity/1"
-METHODS = ("sr-init", "sbpf", "bn-gamma")
 
 
 @dataclass

@@ -44,11 +44,10 @@ import torch
 from torch import nn
 
 from autoprune.errors import AutopruneError
+from autoprune.registry import SENSITIVITY_UNITS as UNIT_KINDS
 
 if TYPE_CHECKING:
     from autoprune.space import PruningSpace
-
-UNIT_KINDS = ("block", "group")
 
 Overrides = dict[str, torch.Tensor]
 Initializer = Callable[[nn.Module], None]

@@ -1,4 +1,4 @@
-"""A search run end to end: dense model → space → prior → study → trials → outputs.
+"""The search job: dense model → space → prior → study → trials → outputs.
 
 :func:`run_search` prepares a study (training the dense model and computing the
 sensitivity prior if needed) and runs trials; :func:`run_worker` joins an
@@ -23,16 +23,24 @@ from optuna.exceptions import ExperimentalWarning
 
 from autoprune.budget import Budget, project_to_budget
 from autoprune.checkpoint import file_sha256, load_model, versions
-from autoprune.data import load_dataset
+from autoprune.data import EvalBatches, load_dataset
 from autoprune.device import resolve_device
 from autoprune.errors import AutopruneError
-from autoprune.pipeline import train_dense
+from autoprune.jobs.checkpoint import DenseRecipe, ensure_checkpoint
 from autoprune.prior import R_MIN, preferences_from_sensitivity, uniform_preferences
 from autoprune.progress import SILENT, Reporter
-from autoprune.search.choices import PRIORS, PROXIES, PRUNERS, SAMPLERS, SPACES
+from autoprune.registry import (
+    CHANNEL_CRITERIA,
+    PRIORS,
+    PROXIES,
+    SAMPLERS,
+    SEARCH_SPACES,
+    SENSITIVITY_METHODS,
+    TRIAL_PRUNERS,
+)
 from autoprune.search.objective import PlanObjective, SearchSpaceSpec, prior_log
 from autoprune.search.outputs import StudyPointer, refresh_outputs
-from autoprune.search.proxies import EvalBatches, create_proxy
+from autoprune.search.proxies import create_proxy
 from autoprune.search.samplers import create_pruner, create_sampler
 from autoprune.search.storage import StudyStorage, open_storage
 from autoprune.search_spaces import space_for
@@ -80,10 +88,12 @@ class SearchConfig:
     def validate(self) -> Budget:
         for name, value, valid in (
             ("sampler", self.sampler, SAMPLERS),
-            ("pruner", self.pruner, PRUNERS),
+            ("pruner", self.pruner, TRIAL_PRUNERS),
             ("proxy", self.proxy, PROXIES),
             ("prior", self.prior, PRIORS),
-            ("space", self.space, SPACES),
+            ("space", self.space, SEARCH_SPACES),
+            ("criterion", self.criterion, CHANNEL_CRITERIA),
+            ("sensitivity-method", self.sensitivity_method, SENSITIVITY_METHODS),
         ):
             if value not in valid:
                 raise AutopruneError(f"unknown --{name} {value!r}; valid: {', '.join(valid)}")
@@ -223,24 +233,16 @@ def _check_resume(stored: dict[str, Any], config: SearchConfig, name: str) -> No
 
 def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Reporter) -> dict[str, Any]:
     """Dense model, space and prior for a new study; returns the config stored in the study."""
-    checkpoint = Path(config.checkpoint) if config.checkpoint else run_dir / "dense.pt"
-    if not config.checkpoint and not checkpoint.is_file():
-        load_dataset(config.dataset, config.data_dir, input_size=config.input_size)  # fail before announcing
-        reporter.note(
-            f"no --checkpoint: training the dense {config.arch} on {config.dataset} "
-            f"for {config.dense_epochs} epochs first (-> {checkpoint})"
-        )
-        train_dense(
-            config.arch,
-            config.dataset,
-            checkpoint,
-            data_dir=config.data_dir,
-            epochs=config.dense_epochs,
-            seed=config.seed or 0,
-            input_size=config.input_size,
-            device=config.device,
-            reporter=reporter,
-        )
+    recipe = DenseRecipe(
+        config.arch,
+        config.dataset,
+        config.data_dir,
+        epochs=config.dense_epochs,
+        seed=config.seed or 0,
+        input_size=config.input_size,
+        device=config.device,
+    )
+    checkpoint = ensure_checkpoint(config.checkpoint, run_dir / "dense.pt", recipe, reporter)
     model, ckpt = load_model(checkpoint, arch=config.arch)
     if ckpt.meta.get("dataset") not in (None, config.dataset):
         raise AutopruneError(
@@ -256,11 +258,7 @@ def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Repo
         params=budget.params,
         r_min=config.r_min,
     )
-    stored = {
-        k: v
-        for k, v in asdict(config).items()
-        if k not in ("trials", "timeout", "study", "storage", "out", "device", "extra")
-    }
+    stored = {k: v for k, v in asdict(config).items() if k not in _NOT_STORED}
     stored.update(
         budget=budget.to_dict(),
         checkpoint=str(checkpoint.resolve()),
@@ -274,6 +272,10 @@ def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Repo
         versions=versions(),
     )
     return stored
+
+
+_NOT_STORED = ("trials", "timeout", "study", "storage", "out", "device", "extra")
+"""SearchConfig fields that belong to one process, not to the study."""
 
 
 def _space(model: torch.nn.Module, meta: dict[str, Any]) -> PruningSpace:

@@ -1,0 +1,34 @@
+"""Whole jobs, shared by the CLI and the Python API: each takes plain values and returns a result.
+
+* :mod:`~autoprune.jobs.dense`: train a dense model, describe a checkpoint;
+* :mod:`~autoprune.jobs.checkpoint`: the dense checkpoint a job needs, trained first if missing;
+* :mod:`~autoprune.jobs.sensitivity`: sensitivity per block or group (+ a depth plan);
+* :mod:`~autoprune.jobs.search`: an Optuna study over keep ratios, and workers joining it;
+* :mod:`~autoprune.jobs.apply`: prune by a plan, fine-tune, save and export.
+
+Jobs build spaces only through :func:`autoprune.search_spaces.space_for` and never print.
+"""
+
+from autoprune.jobs.apply import ApplyReport, ModelReport, apply_plan_file
+from autoprune.jobs.checkpoint import DenseRecipe, ensure_checkpoint
+from autoprune.jobs.dense import DenseResult, describe_checkpoint, train_dense
+from autoprune.jobs.search import SearchConfig, SearchResult, run_search, run_worker
+from autoprune.jobs.sensitivity import SensitivityJob, SensitivityJobResult, run_sensitivity_job
+
+__all__ = [
+    "ApplyReport",
+    "DenseRecipe",
+    "DenseResult",
+    "ModelReport",
+    "SearchConfig",
+    "SearchResult",
+    "SensitivityJob",
+    "SensitivityJobResult",
+    "apply_plan_file",
+    "describe_checkpoint",
+    "ensure_checkpoint",
+    "run_search",
+    "run_sensitivity_job",
+    "run_worker",
+    "train_dense",
+]

@@ -1,0 +1,137 @@
+"""The apply job: prune a dense checkpoint by a plan, recalibrate, fine-tune, save and export."""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autoprune.checkpoint import file_sha256, load_model
+from autoprune.data import DataSplits, EvalBatches, load_dataset, make_loader
+from autoprune.device import resolve_device
+from autoprune.errors import AutopruneError
+from autoprune.flops import measured_macs, param_count
+from autoprune.io import read_json
+from autoprune.latency import latency_ms
+from autoprune.plan import Plan
+from autoprune.progress import SILENT, Reporter
+from autoprune.recalibration import recalibrate_batchnorm
+from autoprune.registry import CRITERIA, EXPORTS
+from autoprune.search_spaces import space_for
+from autoprune.surgery import apply_plan, export_onnx, export_torchscript, save_pruned
+from autoprune.train import TrainConfig, evaluate_dataset, train
+
+RECAL_BATCH = 128
+RECAL_BATCHES = 8
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """One row of the before/after table."""
+
+    label: str
+    flops: int
+    params: int
+    latency_ms: float
+    accuracy: float | None
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    rows: list[ModelReport]
+    out: Path
+    exported: Path | None
+    notes: list[str]
+
+
+def apply_plan_file(
+    plan_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    criterion: str = "l1",
+    finetune_epochs: int = 0,
+    kd: bool = False,
+    lr: float = 0.01,
+    batch_size: int = 64,
+    export: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    reporter: Reporter = SILENT,
+) -> ApplyReport:
+    """Prune a dense checkpoint by a Plan (or best_trial.json), optionally fine-tune, save and export.
+
+    ``criterion`` is one of :data:`autoprune.registry.CRITERIA`; ``auto`` tries each data-free
+    criterion on the search split and keeps the most accurate candidate.
+    """
+    CRITERIA.check(criterion)
+    if export is not None:
+        EXPORTS.check(export)
+    dev = resolve_device(device)
+    plan, document = _read_plan(plan_path)
+    checkpoint, notes = _checkpoint_of(document, plan_path, checkpoint)
+    dense, ckpt = load_model(checkpoint, arch=document.get("arch"))
+    meta = ckpt.meta
+    space = space_for(dense, ckpt.arch, meta["input_size"], meta["num_classes"])
+    space.check_plan(plan)
+    splits = load_dataset(meta["dataset"], data_dir, input_size=meta["input_size"], seed=seed)
+    dense.to(dev).eval()
+    rows = [_row("dense", dense, splits, dev)]
+    loader = make_loader(splits.search, RECAL_BATCH) if criterion == "auto" else None
+    result = apply_plan(dense, plan, criterion, space=space, loader=loader, seed=seed)
+    pruned = result.model.to(dev)
+    recal = EvalBatches.from_dataset(splits.train_plain, RECAL_BATCH, RECAL_BATCHES * RECAL_BATCH, seed=seed)
+    recalibrate_batchnorm(pruned, recal.images, dev)
+    rows.append(_row("pruned (BN recalibrated)", pruned, splits, dev))
+    if finetune_epochs > 0:
+        config = TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size, seed=seed, warmup_epochs=0)
+        train(pruned, splits, config, device=dev, teacher=dense if kd else None, reporter=reporter)
+        label = f"pruned + fine-tune {finetune_epochs} ep" + (" (KD)" if kd else "")
+        rows.append(_row(label, pruned, splits, dev))
+    pruned.cpu().eval()
+    saved = save_pruned(out, result)
+    return ApplyReport(rows, saved, _export(pruned, Path(out), export, meta["input_size"]), notes)
+
+
+def _read_plan(path: str | os.PathLike) -> tuple[Plan, dict[str, Any]]:
+    """The plan (well-formed; checked against the model later) and the whole document it came in."""
+    document = read_json(path, "plan")
+    return Plan.from_document(document, path), document
+
+
+def _checkpoint_of(
+    document: dict[str, Any], plan_path: str | os.PathLike, checkpoint: str | os.PathLike | None
+) -> tuple[str | os.PathLike, list[str]]:
+    """The dense checkpoint: the one given, else the one the plan document names."""
+    if checkpoint is None:
+        if "checkpoint" not in document:
+            raise AutopruneError(f"{plan_path} names no dense checkpoint; pass --checkpoint dense.pt")
+        return document["checkpoint"], []
+    if document.get("checkpoint_sha256") not in (None, file_sha256(checkpoint)):
+        return checkpoint, [f"note: {checkpoint} is not the checkpoint this plan was searched on"]
+    return checkpoint, []
+
+
+def _row(label: str, model: torch.nn.Module, splits: DataSplits, device: torch.device) -> ModelReport:
+    """FLOPs, params and CPU latency of ``model`` with its test accuracy."""
+    accuracy = evaluate_dataset(model, splits.test, device).accuracy
+    size = splits.input_size
+    on_cpu = copy.deepcopy(model).cpu().eval()
+    example = torch.zeros(1, 3, size, size)
+    return ModelReport(
+        label, measured_macs(on_cpu, example), param_count(on_cpu), latency_ms(on_cpu, size), accuracy
+    )
+
+
+def _export(model: torch.nn.Module, out: Path, export: str | None, size: int) -> Path | None:
+    example = torch.zeros(1, 3, size, size)
+    if export == "torchscript":
+        return export_torchscript(model, out.with_suffix(".ts"), example)
+    if export == "onnx":
+        return export_onnx(model, out.with_suffix(".onnx"), example)
+    return None
