@@ -1,4 +1,5 @@
-"""Shared fixtures: run the CLI in-process, and one small trained checkpoint per session."""
+"""Shared fixtures and helpers: run the CLI in-process, one small trained checkpoint per
+session, one torch thread per module (``one_thread``) and randomized norms (``randomize``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from autoprune.cli import main
 
@@ -45,3 +47,31 @@ def digits_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "dense.pt"
     train_dense("resnet20", "digits", path, epochs=2, device="cpu")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests: small CPU passes on the shared, loaded cores run
+    far faster than with two threads waiting on each other. Use it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``. It returns a function that sets the
+    count again, for tests that launch numba kernels (which resize the OpenMP pool torch uses)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield lambda: torch.set_num_threads(1)
+    torch.set_num_threads(before)
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random BN statistics/affine and conv/linear biases, so dead channels are not trivially
+    harmless and norms are not identities. Returns ``model`` (its mode unchanged)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.2, 0.2, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.uniform_(-0.2, 0.5, generator=g)
+            elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+                m.bias.uniform_(-0.1, 0.1, generator=g)
+    return model

@@ -18,13 +18,7 @@ from autoprune.plan import Plan
 from autoprune.space import PruningSpace
 from autoprune.surgery import apply_plan
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

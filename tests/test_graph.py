@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from conftest import randomize
 from torch import nn
 
 import autoprune
@@ -23,30 +24,12 @@ from autoprune.flops import measured_macs, param_count
 from autoprune.space import PruningSpace
 from autoprune.surgery import apply_plan, dead_channel_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _randomize(model: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.2, 0.2, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.uniform_(-0.2, 0.5, generator=g)
-    return model.eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def space_of(model: nn.Module, size: int = 16) -> tuple[PruningSpace, torch.Tensor]:
     torch.manual_seed(0)
-    _randomize(model)
+    randomize(model).eval()
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     return PruningSpace.from_model(model, x[:1], round_to=1), x
 

@@ -39,21 +39,10 @@ CPU = torch.device("cpu")
 REMOVED = {"resnet20": "layer1.1", "mobilenetv2": "features.5"}  # a removable block of each
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _torch_threads():
-    """One torch thread here: on shared, loaded cores two wait on each other (convs ~10x slower).
-
-    Returns the setter: a numba kernel launch resizes the OpenMP pool torch uses, so
-    the count is set again before every test.
-    """
-    saved = torch.get_num_threads()
-    yield lambda: torch.set_num_threads(1)
-    torch.set_num_threads(saved)
-
-
 @pytest.fixture(autouse=True)
-def _one_thread(_torch_threads):
-    _torch_threads()
+def _one_thread_again(one_thread):
+    """A numba kernel launch resizes the OpenMP pool torch uses: one thread again before every test."""
+    one_thread()
 
 
 def _images(count: int, size: int, pixels: int, seed: int) -> list[torch.Tensor]:
@@ -106,9 +95,9 @@ def _assert_same(got: tuple[ProxyScore, list[float]], expected: tuple[ProxyScore
 
 
 @pytest.fixture(scope="module", params=["resnet20", "mobilenetv2"])
-def case(request, _torch_threads):
+def case(request, one_thread):
     """Per plan: search batches and the sliced proxy's scores on them."""
-    _torch_threads()
+    one_thread()
     model, space, recal, images, plans = _setup(request.param)
     cases = {}
     for name, plan in plans.items():

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import randomize
 from torch import nn
 
 import autoprune
@@ -49,31 +50,10 @@ TORCHVISION = [
 MODELS = BUILTINS + [f"torchvision:{n}" for n in TORCHVISION]
 
 
-def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BN statistics/affine and biases, so dead channels are not trivially harmless."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.2, 0.2, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.uniform_(-0.2, 0.5, generator=g)
-            elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
-                m.bias.uniform_(-0.1, 0.1, generator=g)
-    return model
-
-
 _CACHE: dict[str, tuple[nn.Module, torch.Tensor, PruningSpace]] = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small CPU convs run far faster on one thread when the 2 cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def case(name: str) -> tuple[nn.Module, torch.Tensor, PruningSpace]:
@@ -256,6 +236,14 @@ def test_exports_run(tmp_path) -> None:
     with torch.no_grad():
         assert torch.allclose(torch.jit.load(str(ts))(x), pruned(x), atol=1e-5)
     import onnx
+    from onnx.reference import ReferenceEvaluator  # onnxruntime is not a dependency
 
     path = export_onnx(pruned, tmp_path / "m.onnx", x[:1])
-    onnx.checker.check_model(onnx.load(str(path)))
+    exported = onnx.load(str(path))
+    onnx.checker.check_model(exported)
+    (out,) = ReferenceEvaluator(exported).run(None, {"input": x.numpy()})  # batch 2: the batch is dynamic
+    with torch.no_grad():
+        expected = pruned(x)
+    assert out.shape == tuple(expected.shape)
+    assert float(expected.abs().max()) > 1e-3  # not a degenerate comparison
+    torch.testing.assert_close(torch.from_numpy(out), expected, rtol=1e-4, atol=1e-5)
