@@ -37,6 +37,7 @@ from torch import nn
 
 from autoprune.checkpoint import load_torch_file, versions
 from autoprune.errors import AutopruneError
+from autoprune.evaluation import device_of, evaluate
 from autoprune.graph import _BN_MODULES, _CONV_MODULES, _CONVT_MODULES, _IN_MODULES
 from autoprune.io import atomic_write
 from autoprune.plan import Plan
@@ -410,33 +411,14 @@ def _apply_auto(
         kept = _kept_for(space, model, plan, crit, seed)
         cand = build_pruned(model, kept, plan.removed_blocks)
         recalibrate_batchnorm(
-            cand, [b[0] if isinstance(b, (tuple, list)) else b for b in recal], _device_of(cand)
+            cand, [b[0] if isinstance(b, (tuple, list)) else b for b in recal], device_of(cand)
         )
-        accuracies[crit] = _accuracy(cand, held)
+        accuracies[crit] = evaluate(cand, held, device=device_of(cand)).accuracy
         if best is None or accuracies[crit] > accuracies[best.criterion]:
             best = PruneResult(cand, kept, plan, crit, None, space)
     assert best is not None
     best.scores = accuracies
     return best
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-@torch.no_grad()
-def _accuracy(model: nn.Module, batches: Sequence) -> float:
-    was_training = model.training
-    model.eval()
-    device = _device_of(model)
-    correct = total = 0
-    for x, y, *_ in batches:
-        pred = model(x.to(device)).argmax(1)
-        correct += int((pred == y.to(device)).sum())
-        total += int(y.numel())
-    model.train(was_training)
-    return correct / max(total, 1)
 
 
 # ------------------------------------------------------------- dead channels

@@ -11,14 +11,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from autoprune.data import DataSplits, make_loader
+from autoprune.evaluation import Evaluation
+from autoprune.evaluation import evaluate as evaluate_batches
 from autoprune.progress import SILENT, Reporter
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    accuracy: float
-    loss: float
-    images: int
 
 
 @dataclass(frozen=True)
@@ -36,20 +31,9 @@ class TrainConfig:
     kd_temperature: float = 4.0
 
 
-@torch.inference_mode()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu") -> Evaluation:
     """Top-1 accuracy and mean cross-entropy of ``model`` (in eval mode) over ``loader``."""
-    was_training = model.training
-    model.eval()
-    correct, total, loss = 0, 0, 0.0
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
-        loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-        total += y.numel()
-    model.train(was_training)
-    return Evaluation(correct / max(total, 1), loss / max(total, 1), total)
+    return evaluate_batches(model, loader, device=device)
 
 
 def train(

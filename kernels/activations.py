@@ -1,14 +1,28 @@
-"""The activations the fused kernels know, by name and by the integer code kernels use."""
+"""The activations the fused kernels know, by name and by the integer code kernels use.
+
+The names are those of :data:`autoprune.fx.fusion.ACTIVATION_TABLE` (which recognizes
+them in a traced graph), plus ``none``.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from autoprune.errors import AutopruneError
 
+_REFERENCE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "none": lambda y: y,
+    "relu": F.relu,
+    "relu6": F.relu6,
+    "hardswish": F.hardswish,
+}
+"""Each kernel activation's plain-torch semantics, in kernel-code order."""
+
 #: Names accepted by every fused op; the position in this tuple is the kernels' integer code.
-ACTIVATIONS: tuple[str, ...] = ("none", "relu", "relu6", "hardswish")
+ACTIVATIONS: tuple[str, ...] = tuple(_REFERENCE)
 
 
 def activation_code(act: str) -> int:
@@ -23,11 +37,5 @@ def activation_code(act: str) -> int:
 
 def apply_activation(y: torch.Tensor, act: str) -> torch.Tensor:
     """``act`` applied with plain torch ops (the reference semantics)."""
-    code = activation_code(act)
-    if code == 1:
-        return F.relu(y)
-    if code == 2:
-        return F.relu6(y)
-    if code == 3:
-        return F.hardswish(y)
-    return y
+    activation_code(act)  # rejects an unknown name with the kernels' message
+    return _REFERENCE[act](y)

@@ -23,11 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from autoprune.data import EvalBatches
 from autoprune.errors import AutopruneError
+from autoprune.evaluation import evaluate
 from autoprune.executor import MaskedExecutor
 from autoprune.plan import Plan
 from autoprune.recalibration import recalibrate_batchnorm
@@ -64,7 +64,6 @@ class Proxy(abc.ABC):
         """Score ``plan``; call ``report`` after each evaluation batch."""
 
 
-@torch.inference_mode()
 def score_batches(
     model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     data: EvalBatches,
@@ -72,20 +71,11 @@ def score_batches(
 ) -> ProxyScore:
     """Top-1 and cross-entropy over ``data``, reporting each batch's accuracy.
 
-    ``model``: a module (put in eval mode) or any callable from images to logits.
+    :func:`autoprune.evaluation.evaluate` on the held batches; ``model``: a module
+    (run in eval mode) or any callable from images to logits.
     """
-    if isinstance(model, nn.Module):
-        model.eval()
-    correct, loss, total = 0, 0.0, 0
-    for step, (x, y) in enumerate(data.batches):
-        logits = model(x)
-        hits = (logits.argmax(1) == y).sum().item()
-        correct += hits
-        loss += F.cross_entropy(logits, y, reduction="sum").item()
-        total += y.numel()
-        if report is not None:
-            report(step, hits / y.numel())
-    return ProxyScore(correct / total, loss / total, total)
+    result = evaluate(model, data.batches, report=report)
+    return ProxyScore(result.accuracy, result.loss, result.images)
 
 
 class RecalProxy(Proxy):
