@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean postgres-server
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,9 +28,23 @@ demo: $(STAMP) $(DEMO)/dense.pt
 $(DEMO)/dense.pt: | $(STAMP)
 	$(BIN)/autoprune train --arch resnet20 --dataset digits --epochs 15 --out $@
 
-test: $(STAMP)
+test: $(STAMP) postgres-server
 	$(BIN)/ruff check autoprune kernels search_spaces tests benchmarks
 	$(BIN)/python -m pytest -q -x
+
+# PostgreSQL server binaries for the tests' own throwaway server (tests/pg_server.py starts and
+# stops it on a free loopback port). Nothing to do when they are there already. As root:
+# Debian's package (apt-get update once, then install); otherwise the pgserver wheel into the venv.
+PG_INITDB = $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+postgres-server: $(STAMP)
+	@if [ -n "$(PG_INITDB)" ] || $(BIN)/python -c "import pgserver" 2>/dev/null; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; \
+	else \
+		$(BIN)/python -m pip install -q pgserver; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check autoprune kernels search_spaces tests benchmarks

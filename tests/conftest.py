@@ -13,6 +13,7 @@ from torch import nn
 from autoprune.cli import main
 
 torch.set_num_threads(2)
+pytest_plugins = ["pg_server"]  # fixture postgres_url: a real server on loopback
 
 
 @dataclass
