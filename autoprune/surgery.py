@@ -38,7 +38,10 @@ from torch import nn
 from autoprune.checkpoint import load_torch_file, versions
 from autoprune.errors import AutopruneError
 from autoprune.evaluation import device_of, evaluate
-from autoprune.graph import _BN_MODULES, _CONV_MODULES, _CONVT_MODULES, _IN_MODULES
+from autoprune.fx.ops import BATCH_NORM_MODULES as _BN_MODULES
+from autoprune.fx.ops import CONV_MODULES as _CONV_MODULES
+from autoprune.fx.ops import CONV_TRANSPOSE_MODULES as _CONVT_MODULES
+from autoprune.fx.ops import INSTANCE_NORM_MODULES as _IN_MODULES
 from autoprune.io import atomic_write
 from autoprune.plan import Plan
 from autoprune.recalibration import recalibrate_batchnorm

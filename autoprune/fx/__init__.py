@@ -17,6 +17,7 @@ from autoprune.fx.fusion import (
     scale_weight,
     set_module,
 )
+from autoprune.fx.tracing import ShapeProp, node_scope, probe, propagate, trace, untraceable_message
 
 __all__ = [
     # fusion
@@ -31,4 +32,11 @@ __all__ = [
     "replace_chain",
     "scale_weight",
     "set_module",
+    # tracing
+    "ShapeProp",
+    "node_scope",
+    "probe",
+    "propagate",
+    "trace",
+    "untraceable_message",
 ]
