@@ -77,3 +77,26 @@ def test_bad_plans_are_one_line_errors(run_cli, tmp_path, digits_checkpoint):
         lines = result.err.strip().splitlines()
         assert result.code == 2 and len(lines) == 1 and message in lines[0], result.err
         assert not (tmp_path / "never.pt").exists()
+
+
+def test_apply_with_criterion_auto(run_cli, tmp_path, digits_checkpoint):
+    plan, _ = _plan_file(tmp_path, digits_checkpoint)
+    out = tmp_path / "auto.pt"
+    result = run_cli("apply", plan, "--checkpoint", digits_checkpoint, "--criterion", "auto",
+                     "--out", out, "--device", "cpu")  # fmt: skip
+    assert result.code == 0, result.err
+    assert load_pruned(out).criterion in ("l1", "l2", "bn_gamma")  # the candidate auto kept
+
+
+def test_cli_choices_are_the_registries():
+    from autoprune.cli import cli
+    from autoprune.registry import CHANNEL_CRITERIA, CRITERIA, SAMPLERS, SENSITIVITY_METHODS
+
+    def choices(command: str, option: str) -> tuple[str, ...]:
+        param = next(p for p in cli.commands[command].params if p.name == option)
+        return tuple(param.type.choices)
+
+    assert choices("apply", "criterion") == CRITERIA.names and "auto" in CRITERIA
+    assert choices("search", "criterion") == CHANNEL_CRITERIA.names
+    assert choices("search", "sampler") == SAMPLERS.names
+    assert choices("sensitivity", "method") == SENSITIVITY_METHODS.names
