@@ -11,33 +11,7 @@ import torch
 from numba import njit, prange
 
 from .mask import ChannelMask
-
-
-@njit(inline="always")
-def _affine_act_row(src, dst, s, t, act):
-    zero = np.float32(0.0)
-    six = np.float32(6.0)
-    three = np.float32(3.0)
-    sixth = np.float32(1.0 / 6.0)
-    if act == 0:
-        for j in range(src.shape[0]):
-            dst[j] = src[j] * s + t
-    elif act == 1:
-        for j in range(src.shape[0]):
-            v = src[j] * s + t
-            dst[j] = v if v > zero else zero
-    elif act == 2:
-        for j in range(src.shape[0]):
-            v = src[j] * s + t
-            v = v if v > zero else zero
-            dst[j] = v if v < six else six
-    else:
-        for j in range(src.shape[0]):
-            v = src[j] * s + t
-            g = v + three
-            g = g if g > zero else zero
-            g = g if g < six else six
-            dst[j] = v * g * sixth
+from .numba_common import affine_act_row, epilogue_arrays
 
 
 @njit(parallel=True, cache=True)
@@ -49,7 +23,7 @@ def _bn_act_planes(x, scale, shift, keep, act, y):  # pragma: no cover - compile
         if keep[ch] == 0:
             y[b, ch, :] = np.float32(0.0)
         else:
-            _affine_act_row(x[b, ch], y[b, ch], scale[ch], shift[ch], act)
+            affine_act_row(x[b, ch], y[b, ch], scale[ch], shift[ch], act)
 
 
 def bn_act(
@@ -59,13 +33,6 @@ def bn_act(
     n, c, h, w = x.shape
     x = x.detach().contiguous()
     y = torch.empty((n, c, h, w), dtype=x.dtype)
-    keep = mask.keep_i8 if mask is not None else torch.ones(c, dtype=torch.int8)
-    _bn_act_planes(
-        x.view(n, c, h * w).numpy(),
-        scale.detach().float().contiguous().numpy(),
-        shift.detach().float().contiguous().numpy(),
-        keep.numpy(),
-        act_code,
-        y.view(n, c, h * w).numpy(),
-    )
+    scale_, shift_, keep = epilogue_arrays(scale, shift, mask, c)
+    _bn_act_planes(x.view(n, c, h * w).numpy(), scale_, shift_, keep, act_code, y.view(n, c, h * w).numpy())
     return y

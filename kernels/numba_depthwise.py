@@ -12,7 +12,8 @@ import torch
 from numba import njit, prange
 
 from .mask import ChannelMask
-from .numba_bn_act import _affine_act_row
+from .numba_common import affine_act_row, epilogue_arrays
+from .reference import conv_out_hw
 
 
 @njit(parallel=True, cache=True)
@@ -40,7 +41,7 @@ def _depthwise_planes(x, w, scale, shift, keep, stride, act, y):  # pragma: no c
                     hi_wo = min(wo_n, (wd - kw) // stride + 1)
                     for wo in range(lo, hi_wo):
                         out[wo] += wk * row[wo * stride + kw - 1]
-            _affine_act_row(out, out, scale[ch], shift[ch], act)
+            affine_act_row(out, out, scale[ch], shift[ch], act)
 
 
 def depthwise(
@@ -54,17 +55,10 @@ def depthwise(
 ) -> torch.Tensor:
     """Run on a CPU float32 NCHW tensor with ``weight`` ``[C, 1, 3, 3]``."""
     n, c, h, w = x.shape
-    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-    y = torch.empty((n, c, ho, wo), dtype=x.dtype)
-    keep = mask.keep_i8 if mask is not None else torch.ones(c, dtype=torch.int8)
+    y = torch.empty((n, c, *conv_out_hw(h, w, stride)), dtype=x.dtype)
+    scale_, shift_, keep = epilogue_arrays(scale, shift, mask, c)
+    taps = weight.detach().reshape(c, 9).contiguous().numpy()
     _depthwise_planes(
-        x.detach().contiguous().numpy(),
-        weight.detach().reshape(c, 9).contiguous().numpy(),
-        scale.detach().float().contiguous().numpy(),
-        shift.detach().float().contiguous().numpy(),
-        keep.numpy(),
-        stride,
-        act_code,
-        y.numpy(),
+        x.detach().contiguous().numpy(), taps, scale_, shift_, keep, stride, act_code, y.numpy()
     )
     return y

@@ -49,6 +49,11 @@ def fold_bn(
     return scale, shift
 
 
+def conv_out_hw(h: int, w: int, stride: int) -> tuple[int, int]:
+    """Output height and width of the 3×3 (padding 1) and 1×1 (no padding) convs here, at ``stride``."""
+    return (h - 1) // stride + 1, (w - 1) // stride + 1
+
+
 def _affine_act_mask(
     y: torch.Tensor,
     scale: torch.Tensor,

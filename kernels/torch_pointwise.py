@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from .activations import apply_activation
 from .mask import ChannelMask
+from .reference import conv_out_hw
 
 
 def pointwise_sliced(
@@ -29,7 +30,7 @@ def pointwise_sliced(
     idx = mask.keep.nonzero().squeeze(1)
     n, _, h, w_in = x.shape
     if idx.numel() == 0:  # every channel masked: conv2d refuses zero output channels
-        size = (n, 0 if compact else weight.shape[0], (h - 1) // stride + 1, (w_in - 1) // stride + 1)
+        size = (n, 0 if compact else weight.shape[0], *conv_out_hw(h, w_in, stride))
         return x.new_zeros(size)
     w = weight[idx]
     y = F.conv2d(x, w.reshape(*w.shape, 1, 1), stride=stride)

@@ -11,7 +11,14 @@ import triton
 import triton.language as tl
 
 from .mask import ChannelMask
-from .triton_common import apply_act, block_size
+from .triton_common import (
+    channel_pixel_grid,
+    channel_tile,
+    epilogue_store,
+    keep_pointer,
+    launch_blocks,
+    pixel_tile,
+)
 
 
 @triton.jit
@@ -21,24 +28,12 @@ def _bn_act_kernel(
     sxn, sxc, sxh, sxw, syn, syc,
     ACT: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    pid_c = tl.program_id(0)
-    pid_p = tl.program_id(1)
     n = tl.program_id(2).to(tl.int64)
-
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = c < C
-    kept = c_ok & (tl.load(keep_ptr + c, mask=c_ok, other=0) != 0) if HAS_MASK else c_ok
-    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_ok = p < P
-
+    c, c_ok, kept = channel_tile(keep_ptr, C, BLOCK_C, HAS_MASK)
+    p, p_ok = pixel_tile(P, BLOCK_P)
     src = x_ptr + n * sxn + c[:, None] * sxc + ((p // W) * sxh + (p % W) * sxw)[None, :]
     x = tl.load(src, mask=kept[:, None] & p_ok[None, :], other=0.0).to(tl.float32)
-    scale = tl.load(scale_ptr + c, mask=kept, other=0.0)
-    shift = tl.load(shift_ptr + c, mask=kept, other=0.0)
-    y = apply_act(x * scale[:, None] + shift[:, None], ACT)
-    y = tl.where(kept[:, None], y, 0.0)
-    out = y_ptr + n * syn + c[:, None].to(tl.int64) * syc + p[None, :]
-    tl.store(out, y.to(y_ptr.dtype.element_ty), mask=c_ok[:, None] & p_ok[None, :])
+    epilogue_store(x, scale_ptr, shift_ptr, c, kept, y_ptr, n, syn, syc, c, c_ok, p, p_ok, ACT)
 
 
 def bn_act(
@@ -55,10 +50,9 @@ def bn_act(
     y = torch.empty((n, c, h, w), device=x.device, dtype=x.dtype)
     if y.numel() == 0:
         return y
-    bc, bp = blocks or (block_size(c, 1, 8, 256), block_size(p, 16, 256, 1024))
-    grid = (triton.cdiv(c, bc), triton.cdiv(p, bp), n)
-    _bn_act_kernel[grid](
-        x, scale, shift, mask.keep_i8 if mask is not None else scale, y,
+    bc, bp = blocks or launch_blocks("bn_act", c, p)
+    _bn_act_kernel[channel_pixel_grid(c, p, n, (bc, bp))](
+        x, scale, shift, keep_pointer(mask, scale), y,
         c, w, p,
         *x.stride(), y.stride(0), y.stride(1),
         ACT=act_code, HAS_MASK=mask is not None, BLOCK_C=bc, BLOCK_P=bp,

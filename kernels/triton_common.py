@@ -1,4 +1,4 @@
-"""Pieces shared by the Triton kernels: the activation epilogue and launch helpers.
+"""Pieces shared by the Triton kernels: tile indexing, the BN + activation epilogue, launch helpers.
 
 Kernels here use only ``tl`` builtins (``tl.full``, not ``tl.zeros``): triton's own
 ``@jit`` helpers are interpreted only when ``TRITON_INTERPRET=1`` was set before
@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from .dispatch import triton_interpreting
+from .mask import ChannelMask
 
 
 @triton.jit
@@ -28,14 +29,79 @@ def apply_act(y, ACT: tl.constexpr):
     return y
 
 
-def block_size(n: int, lo: int, hi: int, hi_interpreted: int) -> int:
+@triton.jit
+def channel_tile(keep_ptr, C, BLOCK_C: tl.constexpr, HAS_MASK: tl.constexpr):
+    """This program's block of channels (grid axis 0): indices, in range, kept (in range and unmasked)."""
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < C
+    kept = c_ok & (tl.load(keep_ptr + c, mask=c_ok, other=0) != 0) if HAS_MASK else c_ok
+    return c, c_ok, kept
+
+
+@triton.jit
+def pixel_tile(P, BLOCK_P: tl.constexpr):
+    """This program's block of output pixels (grid axis 1): flat indices and which are in range."""
+    p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+    return p, p < P
+
+
+@triton.jit
+def epilogue_store(
+    acc, scale_ptr, shift_ptr, ch, kept, y_ptr, n, syn, syc, out_c, out_ok, p, p_ok, ACT: tl.constexpr
+):
+    """``act(acc · scale[ch] + shift[ch])`` with rows not ``kept`` zero, stored at ``y[n, out_c, p]``.
+
+    ``acc`` is the fp32 ``[rows, pixels]`` tile; rows outside ``out_ok`` are not stored.
+    """
+    scale = tl.load(scale_ptr + ch, mask=kept, other=0.0)
+    shift = tl.load(shift_ptr + ch, mask=kept, other=0.0)
+    y = apply_act(acc * scale[:, None] + shift[:, None], ACT)
+    y = tl.where(kept[:, None], y, 0.0)
+    out = y_ptr + n * syn + out_c[:, None].to(tl.int64) * syc + p[None, :]
+    tl.store(out, y.to(y_ptr.dtype.element_ty), mask=out_ok[:, None] & p_ok[None, :])
+
+
+def block_size(n: int, lo: int, hi: int, hi_interpreted: int, interpreted: bool | None = None) -> int:
     """The power of two covering ``n``, clamped to ``[lo, hi]``.
 
     Under the interpreter every program costs Python overhead while wide blocks are
     numpy-vectorized, so there the cap is ``hi_interpreted`` (fewer, larger programs).
+    ``interpreted`` (default: whether ``TRITON_INTERPRET`` is set) picks the cap, so a
+    test can ask for the blocks a GPU launch would use.
     """
-    cap = hi_interpreted if triton_interpreting() else hi
+    if interpreted is None:
+        interpreted = triton_interpreting()
+    cap = hi_interpreted if interpreted else hi
     return max(lo, min(cap, triton.next_power_of_2(max(n, 1))))
+
+
+#: Per kernel, per block dimension: (smallest, largest on a GPU, largest under the interpreter).
+BLOCK_LIMITS: dict[str, tuple[tuple[int, int, int], ...]] = {
+    "pointwise": ((16, 64, 256), (16, 64, 1024), (16, 32, 256)),  # BLOCK_CO, BLOCK_P, BLOCK_CI
+    "depthwise": ((1, 16, 256), (16, 128, 1024)),  # BLOCK_C, BLOCK_P
+    "bn_act": ((1, 8, 256), (16, 256, 1024)),  # BLOCK_C, BLOCK_P
+}
+
+
+def launch_blocks(kernel: str, *dims: int, interpreted: bool | None = None) -> tuple[int, ...]:
+    """The block sizes a launch of ``kernel`` picks for its ``dims`` (see :data:`BLOCK_LIMITS`).
+
+    ``dims``: (Cout, pixels, Cin) for ``pointwise``, (channels, pixels) for the others.
+    ``interpreted=False`` gives a GPU launch's blocks whatever ``TRITON_INTERPRET`` says.
+    """
+    return tuple(
+        block_size(d, *limits, interpreted) for d, limits in zip(dims, BLOCK_LIMITS[kernel], strict=True)
+    )
+
+
+def channel_pixel_grid(channels: int, pixels: int, images: int, blocks: tuple[int, ...]) -> tuple[int, ...]:
+    """The grid of a (channel block, pixel block, image) kernel; ``blocks`` begins (BLOCK_C, BLOCK_P)."""
+    return (triton.cdiv(channels, blocks[0]), triton.cdiv(pixels, blocks[1]), images)
+
+
+def keep_pointer(mask: ChannelMask | None, dummy: torch.Tensor) -> torch.Tensor:
+    """The mask's int8 keep vector, or ``dummy`` (never read: the kernel gets ``HAS_MASK=False``)."""
+    return mask.keep_i8 if mask is not None else dummy
 
 
 def dot_in_fp32(dtype: torch.dtype) -> bool:

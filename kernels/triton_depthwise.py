@@ -12,7 +12,15 @@ import triton
 import triton.language as tl
 
 from .mask import ChannelMask
-from .triton_common import apply_act, block_size
+from .reference import conv_out_hw
+from .triton_common import (
+    channel_pixel_grid,
+    channel_tile,
+    epilogue_store,
+    keep_pointer,
+    launch_blocks,
+    pixel_tile,
+)
 
 
 @triton.jit
@@ -23,16 +31,9 @@ def _depthwise_kernel(
     STRIDE: tl.constexpr, ACT: tl.constexpr, HAS_MASK: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    pid_c = tl.program_id(0)
-    pid_p = tl.program_id(1)
     n = tl.program_id(2).to(tl.int64)
-
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = c < C
-    kept = c_ok & (tl.load(keep_ptr + c, mask=c_ok, other=0) != 0) if HAS_MASK else c_ok
-
-    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_ok = p < P
+    c, c_ok, kept = channel_tile(keep_ptr, C, BLOCK_C, HAS_MASK)
+    p, p_ok = pixel_tile(P, BLOCK_P)
     hi0 = (p // WO) * STRIDE - 1
     wi0 = (p % WO) * STRIDE - 1
     x_chan = x_ptr + n * sxn + c[:, None] * sxc
@@ -49,12 +50,7 @@ def _depthwise_kernel(
             wv = tl.load(w_ptr + c * 9 + (kh * 3 + kw), mask=kept, other=0.0)
             acc += xv.to(tl.float32) * wv.to(tl.float32)[:, None]
 
-    scale = tl.load(scale_ptr + c, mask=kept, other=0.0)
-    shift = tl.load(shift_ptr + c, mask=kept, other=0.0)
-    y = apply_act(acc * scale[:, None] + shift[:, None], ACT)
-    y = tl.where(kept[:, None], y, 0.0)
-    out = y_ptr + n * syn + c[:, None].to(tl.int64) * syc + p[None, :]
-    tl.store(out, y.to(y_ptr.dtype.element_ty), mask=c_ok[:, None] & p_ok[None, :])
+    epilogue_store(acc, scale_ptr, shift_ptr, c, kept, y_ptr, n, syn, syc, c, c_ok, p, p_ok, ACT)
 
 
 def depthwise(
@@ -69,15 +65,14 @@ def depthwise(
 ) -> torch.Tensor:
     """Launch the kernel; ``weight`` is contiguous ``[C, 1, 3, 3]``, ``blocks`` = (BLOCK_C, BLOCK_P)."""
     n, c, h, w = x.shape
-    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-    p = ho * wo
-    y = torch.empty((n, c, ho, wo), device=x.device, dtype=x.dtype)
+    y = x.new_empty((n, c, *conv_out_hw(h, w, stride)))
     if y.numel() == 0:
         return y
-    bc, bp = blocks or (block_size(c, 1, 16, 256), block_size(p, 16, 128, 1024))
-    grid = (triton.cdiv(c, bc), triton.cdiv(p, bp), n)
-    _depthwise_kernel[grid](
-        x, weight, scale, shift, mask.keep_i8 if mask is not None else scale, y,
+    wo = y.shape[3]
+    p = y.shape[2] * wo
+    bc, bp = blocks or launch_blocks("depthwise", c, p)
+    _depthwise_kernel[channel_pixel_grid(c, p, n, (bc, bp))](
+        x, weight, scale, shift, keep_pointer(mask, scale), y,
         c, h, w, wo, p,
         *x.stride(), y.stride(0), y.stride(1),
         STRIDE=stride, ACT=act_code, HAS_MASK=mask is not None, BLOCK_C=bc, BLOCK_P=bp,

@@ -13,7 +13,14 @@ import triton
 import triton.language as tl
 
 from .mask import ChannelMask
-from .triton_common import apply_act, block_size, dot_in_fp32, fp32_input_precision
+from .triton_common import (
+    channel_pixel_grid,
+    dot_in_fp32,
+    epilogue_store,
+    fp32_input_precision,
+    launch_blocks,
+    pixel_tile,
+)
 
 
 @triton.jit
@@ -26,7 +33,6 @@ def _pointwise_kernel(
     BLOCK_CO: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr,
 ):  # fmt: skip
     pid_co = tl.program_id(0)
-    pid_p = tl.program_id(1)
     n = tl.program_id(2).to(tl.int64)
 
     rows = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
@@ -39,8 +45,7 @@ def _pointwise_kernel(
         n_kept = COUT
     kept = rows < n_kept
 
-    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_ok = p < P
+    p, p_ok = pixel_tile(P, BLOCK_P)
     x_pix = n * sxn + (p // WO) * sxh + (p % WO) * sxw
 
     acc = tl.full((BLOCK_CO, BLOCK_P), 0.0, tl.float32)
@@ -57,19 +62,13 @@ def _pointwise_kernel(
                 xb = xb.to(tl.float32)
             acc = tl.dot(w, xb, acc, input_precision=PRECISION)
 
-    scale = tl.load(scale_ptr + co, mask=kept, other=0.0)
-    shift = tl.load(shift_ptr + co, mask=kept, other=0.0)
-    y = apply_act(acc * scale[:, None] + shift[:, None], ACT)
-    y = tl.where(kept[:, None], y, 0.0)
-
     if COMPACT:
         out_c = rows
         out_ok = kept
     else:
         out_c = co
         out_ok = row_ok
-    out = y_ptr + n * syn + out_c[:, None].to(tl.int64) * syc + p[None, :]
-    tl.store(out, y.to(y_ptr.dtype.element_ty), mask=out_ok[:, None] & p_ok[None, :])
+    epilogue_store(acc, scale_ptr, shift_ptr, co, kept, y_ptr, n, syn, syc, out_c, out_ok, p, p_ok, ACT)
 
 
 def pointwise(
@@ -93,15 +92,10 @@ def pointwise(
     y = torch.empty((n, out_channels, ho, wo), device=x.device, dtype=x.dtype)
     if y.numel() == 0:
         return y
-    bco, bp, bci = blocks or (
-        block_size(cout, 16, 64, 256),
-        block_size(p, 16, 64, 1024),
-        block_size(cin, 16, 32, 256),
-    )
-    grid = (triton.cdiv(out_channels, bco), triton.cdiv(p, bp), n)
+    bco, bp, bci = blocks or launch_blocks("pointwise", cout, p, cin)
     dummy = scale  # any device pointer: never read when HAS_MASK is false
     precision = fp32_input_precision() if x.dtype == torch.float32 else "tf32"
-    _pointwise_kernel[grid](
+    _pointwise_kernel[channel_pixel_grid(out_channels, p, n, (bco, bp))](
         x, weight, scale, shift,
         mask.perm if mask is not None else dummy,
         mask.n_kept if mask is not None else dummy,
