@@ -1,7 +1,9 @@
-"""Which backend runs an op: device, measured winners, the AUTOPRUNE_KERNELS override, lazy imports."""
+"""Which backend runs an op: device, measured winners (CPU: RESULTS.md; GPU: the dispatch table
+gpu_check.py writes), the AUTOPRUNE_KERNELS override, lazy imports."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import types
@@ -22,22 +24,59 @@ def _fake_cuda_tensor(dtype=torch.float32):
 
 
 @pytest.fixture(autouse=True)
-def _no_override(monkeypatch):
+def _no_override(monkeypatch, tmp_path):
     monkeypatch.delenv("AUTOPRUNE_KERNELS", raising=False)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setenv("AUTOPRUNE_GPU_TABLE", str(tmp_path / "gpu_dispatch.json"))  # none yet
+    monkeypatch.setattr(dispatch, "_cuda_device_name", lambda index: "Fake GPU")
 
 
-def test_auto_picks_triton_on_cuda_and_measured_winners_on_cpu():
-    for op in dispatch.OPS:
-        assert resolve_backend(op, _fake_cuda_tensor()) == "triton"
-        assert resolve_backend(op, _fake_cuda_tensor(torch.float16)) == "triton"
-        assert resolve_backend(op, _fake_cuda_tensor(torch.float64)) == "torch"
+def _write_table(tmp_path, **fields):
+    table = {"format": dispatch.TABLE_FORMAT, "device_name": "Fake GPU", **fields}
+    (tmp_path / "gpu_dispatch.json").write_text(json.dumps(table))
+
+
+def test_auto_picks_measured_winners_and_torch_on_an_unmeasured_gpu(tmp_path):
+    for op in dispatch.OPS:  # nothing measured: torch/cuDNN
+        for dtype in (torch.float32, torch.float16, torch.float64):
+            assert resolve_backend(op, _fake_cuda_tensor(dtype)) == "torch"
+    _write_table(
+        tmp_path,
+        ops={"pointwise": {"float16": "triton", "float32": "torch"}, "depthwise": {"float32": "triton"}},
+    )
+    assert resolve_backend("pointwise", _fake_cuda_tensor(torch.float16)) == "triton"
+    assert resolve_backend("pointwise", _fake_cuda_tensor()) == "torch"
+    assert resolve_backend("depthwise", _fake_cuda_tensor()) == "triton"
+    assert resolve_backend("depthwise", _fake_cuda_tensor(torch.float64)) == "torch"  # no kernel
+    assert resolve_backend("bn_act", _fake_cuda_tensor()) == "torch"  # not in the table
     big, small = torch.empty(1, 2, 32, 32), torch.empty(1, 2, 8, 8)
     assert resolve_backend("bn_act", small) == "numba"
     assert resolve_backend("depthwise", big) == "numba"
     assert resolve_backend("depthwise", small) == "torch"  # numba lost to oneDNN on small planes
     assert resolve_backend("pointwise", big) == "torch"  # no numba kernel won
     assert resolve_backend("bn_act", small.half()) == "torch"
+
+
+def test_gpu_table_applies_only_to_its_gpu_model_and_format(tmp_path, monkeypatch):
+    _write_table(tmp_path, ops={"bn_act": {"float32": "triton"}}, proxy={"prefer_masked": True})
+    assert resolve_backend("bn_act", _fake_cuda_tensor()) == "triton"
+    assert dispatch.prefer_masked_proxy("cuda") and dispatch.prefer_masked_proxy(torch.device("cuda", 0))
+    assert not dispatch.prefer_masked_proxy("cpu")  # slicing is the CPU's fast path
+    monkeypatch.setattr(dispatch, "_cuda_device_name", lambda index: "Other GPU")
+    assert resolve_backend("bn_act", _fake_cuda_tensor()) == "torch"
+    assert not dispatch.prefer_masked_proxy("cuda")
+    monkeypatch.setattr(dispatch, "_cuda_device_name", lambda index: "Fake GPU")
+    (tmp_path / "gpu_dispatch.json").write_text("{not json")
+    assert dispatch.load_gpu_table() == {} and not dispatch.prefer_masked_proxy("cuda")
+    _write_table(tmp_path, format="something/9", proxy={"prefer_masked": True})
+    assert not dispatch.prefer_masked_proxy("cuda")
+
+
+def test_gpu_table_path(monkeypatch, tmp_path):
+    assert dispatch.gpu_table_path() == tmp_path / "gpu_dispatch.json"
+    monkeypatch.delenv("AUTOPRUNE_GPU_TABLE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert dispatch.gpu_table_path() == tmp_path / "cache" / "autoprune" / "gpu_dispatch.json"
 
 
 def test_environment_overrides_auto_and_an_argument_overrides_the_environment(monkeypatch):
