@@ -35,11 +35,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
-from torch import fx, nn
+from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from autoprune.errors import AutopruneError
 from autoprune.fx.fusion import batchnorm_affine, conv_chains, is_plain_conv, replace_chain
+from autoprune.fx.tracing import trace
 from autoprune.kernels import (
     ACTIVATIONS,
     ChannelMask,
@@ -271,13 +272,7 @@ class MaskedExecutor(nn.Module):
         super().__init__()
         requested_backend(backend)  # rejects an invalid name now, not at the first call
         self._state = _State(backend)
-        try:
-            graph_module = fx.symbolic_trace(model)
-        except Exception as exc:  # fx raises many types for untraceable code
-            raise AutopruneError(
-                f"cannot trace {type(model).__name__} with torch.fx for the masked executor: {exc}"
-            ) from None
-        self.graph_module = graph_module
+        self.graph_module, _ = trace(model)
         self._fused: dict[str, list[_MaskedKernelConv]] = {}
         self._fuse()
         if example_inputs is not None:

@@ -39,7 +39,6 @@ import torch.fx as fx
 from torch import nn
 from torch.func import functional_call
 
-from autoprune.errors import AutopruneError
 from autoprune.fx.fusion import (
     batchnorm_affine,
     conv_chains,
@@ -48,6 +47,7 @@ from autoprune.fx.fusion import (
     scale_weight,
     set_module,
 )
+from autoprune.fx.tracing import probe, trace
 
 T = TypeVar("T")
 
@@ -110,7 +110,7 @@ class Engine:
             if hasattr(m, "inplace"):
                 m.inplace = False
         self.raw_state = {k: v.detach() for k, v in raw.state_dict().items()}
-        self.gm = _trace(raw)
+        self.gm, _ = trace(raw)
         _make_out_of_place(self.gm.graph)
         self.folds: dict[str, _Fold] = _fold_batchnorms(self.gm) if fold_bn else {}
         self.channels_last = channels_last
@@ -276,14 +276,6 @@ class Engine:
         return max(1, (peak_cache + peak_work) // batch)
 
 
-def _trace(model: nn.Module) -> fx.GraphModule:
-    try:
-        return fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise AutopruneError(f"torch.fx cannot trace {type(model).__name__}: {first}") from None
-
-
 def _make_out_of_place(graph: fx.Graph) -> None:
     """``x += y`` -> ``x + y`` and ``x.relu_()`` -> ``x.relu()``: same values, nothing overwritten."""
     for n in graph.nodes:
@@ -402,20 +394,14 @@ def _fuse_conv_pointwise(gm: fx.GraphModule, shapes: dict[fx.Node, tuple[int, ..
 def _probe(
     gm: fx.GraphModule, example: torch.Tensor, measure: Callable[[torch.Tensor], T]
 ) -> dict[fx.Node, T]:
-    """``measure`` of every node's tensor output on ``example`` (one real pass)."""
+    """``measure`` of each node's tensor output on ``example`` (one pass of :func:`~autoprune.fx.probe`)."""
     found: dict[fx.Node, T] = {}
-    interp = fx.Interpreter(gm)
-    original = interp.run_node
 
-    def run_node(n: fx.Node):
-        value = original(n)
+    def on_node(n: fx.Node, value) -> None:
         if isinstance(value, torch.Tensor):
             found[n] = measure(value)
-        return value
 
-    interp.run_node = run_node  # type: ignore[method-assign]
-    with torch.inference_mode():
-        interp.run(example)
+    probe(gm, (example,), on_node, inference=True)
     return found
 
 
