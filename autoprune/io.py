@@ -4,31 +4,86 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from autoprune.errors import AutopruneError
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows.
+
+    Linux reports it in ``/proc/self/status``; elsewhere it is read by setting and
+    restoring it under a lock (the only portable way; other threads creating files
+    in that instant would see umask 0o077, the safe side).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (best effort: not every OS or FS allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` then rename the temporary file over ``path``.
 
-    The temporary file lives in the destination folder so the rename is atomic;
-    on any failure (Ctrl-C included) it is removed and ``path`` is untouched.
+    The temporary file (``.<name>.<random>.tmp``) lives in the destination folder so
+    the rename is atomic; its contents are fsynced before the rename, and the
+    result gets the mode a plain ``open(path, "w")`` would give (``0o666 & ~umask``).
+    On any failure (a full disk, an exception in ``write``, Ctrl-C) the temporary
+    file is removed and ``path`` keeps its previous contents, if any.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    mode = 0o666 & ~current_umask()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp_path = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp_path, flags, mode)
+            break
+        except FileExistsError:
+            continue
     os.close(fd)
-    tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        # The writer may have replaced the file (some libraries write-then-rename): re-open it.
+        fd = os.open(tmp_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
 
 

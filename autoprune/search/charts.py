@@ -15,8 +15,11 @@ from autoprune.io import atomic_write  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight"))
-    plt.close(fig)
+    """Write ``fig`` as a PNG atomically; the figure is closed whether or not that worked."""
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return path
 
 

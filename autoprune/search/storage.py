@@ -88,7 +88,9 @@ def open_storage(
         url = journal_url(run_dir)
     storage = _open(url, heartbeat_settings(heartbeat_s, grace_s))
     artifacts_dir = run_dir / "artifacts"
-    return StudyStorage(storage, url, FileSystemArtifactStore(str(artifacts_dir)), artifacts_dir)
+    from autoprune.search.outputs import AtomicFileSystemArtifactStore  # writes via temp file + rename
+
+    return StudyStorage(storage, url, AtomicFileSystemArtifactStore(artifacts_dir), artifacts_dir)
 
 
 def heartbeat_settings(heartbeat_s: int | None = None, grace_s: int | None = None) -> tuple[int, int]:

@@ -192,8 +192,8 @@ def _num(v: Any) -> float:
 
 
 def _finite(obj: Any) -> Any:
-    """NaN -> None so the file is strict JSON."""
-    if isinstance(obj, float) and math.isnan(obj):
+    """NaN and ±inf -> None so the file is strict JSON (json.dumps would write NaN/Infinity)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
         return {k: _finite(v) for k, v in obj.items()}
