@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -44,8 +45,15 @@ def train(
     device: torch.device | str = "cpu",
     teacher: nn.Module | None = None,
     reporter: Reporter = SILENT,
+    stop: threading.Event | None = None,
 ) -> nn.Module:
-    """Train ``model`` in place on ``splits.train``; with ``teacher``, distill (KD) from it."""
+    """Train ``model`` in place on ``splits.train``; with ``teacher``, distill (KD) from it.
+
+    Ctrl-C (KeyboardInterrupt), or ``stop`` being set (checked after every batch, for
+    callers that catch SIGINT themselves), ends training within one batch by raising
+    KeyboardInterrupt; the reporter's phase is finished first and ``model`` is left
+    partly trained. Nothing is written here: callers save only after this returns.
+    """
     torch.manual_seed(config.seed)
     model.to(device).train()
     if teacher is not None:
@@ -75,25 +83,29 @@ def train(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     reporter.start("train", total_steps)
-    for epoch in range(config.epochs):
-        seen, correct, loss_sum = 0, 0, 0.0
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            if teacher is not None:
-                loss = (1 - config.kd_alpha) * loss + config.kd_alpha * _distillation_loss(
-                    logits, teacher, x, config.kd_temperature
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            seen += y.numel()
-            correct += (logits.argmax(1) == y).sum().item()
-            loss_sum += loss.item() * y.numel()
-            reporter.advance(1, epoch=epoch + 1, loss=loss_sum / seen, acc=correct / seen)
-    reporter.finish()
+    try:
+        for epoch in range(config.epochs):
+            seen, correct, loss_sum = 0, 0, 0.0
+            for x, y in loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                if teacher is not None:
+                    loss = (1 - config.kd_alpha) * loss + config.kd_alpha * _distillation_loss(
+                        logits, teacher, x, config.kd_temperature
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                seen += y.numel()
+                correct += (logits.argmax(1) == y).sum().item()
+                loss_sum += loss.item() * y.numel()
+                reporter.advance(1, epoch=epoch + 1, loss=loss_sum / seen, acc=correct / seen)
+                if stop is not None and stop.is_set():
+                    raise KeyboardInterrupt
+    finally:
+        reporter.finish()
     model.eval()
     return model
 
