@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autoprune.checkpoint import load_torch_file, versions
+from autoprune.checkpoint import check_model_kwargs, check_state_dict, load_torch_file, versions
 from autoprune.errors import AutopruneError
 from autoprune.evaluation import device_of, evaluate
 from autoprune.fx.ops import BATCH_NORM_MODULES as _BN_MODULES
@@ -532,31 +532,52 @@ def save_pruned(
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_pruned(path: str | os.PathLike, model: nn.Module | None = None) -> PruneResult:
+def load_pruned(
+    path: str | os.PathLike, model: nn.Module | None = None, *, trust_code: bool = False
+) -> PruneResult:
     """Rebuild a model saved by :func:`save_pruned` (weights loaded with ``weights_only=True``).
 
     The dense architecture comes from the plan's ``arch`` via
     :func:`autoprune.create_model`, or from ``model`` (a dense instance of it, not
-    modified) for architectures that are not in the zoo.
+    modified) for architectures that are not in the zoo. A ``module:callable`` arch
+    read from the file is built only with ``trust_code=True``; stored ``model_kwargs``
+    must be plain values (see :func:`autoprune.checkpoint.check_model_kwargs`).
     """
     payload = load_torch_file(path, "pruned model")
     if not isinstance(payload, dict) or payload.get("format") != PRUNED_FORMAT:
         raise AutopruneError(
             f"{str(path)!r} is not a pruned model saved by autoprune (expected format {PRUNED_FORMAT})"
         )
-    plan = Plan.from_dict(payload["plan"])
+    try:
+        missing = [k for k in ("plan", "kept", "state_dict") if k not in payload]
+        if missing:
+            raise AutopruneError(f"it lacks {', '.join(missing)} (a damaged file?)")
+        plan = Plan.from_dict(payload["plan"])
+        model_kwargs = check_model_kwargs(payload.get("model_kwargs"))
+        state_dict = check_state_dict(payload["state_dict"])
+        kept = payload["kept"]
+        if not isinstance(kept, dict):
+            raise AutopruneError(f"its kept channels are {type(kept).__name__}, not a mapping")
+        if not isinstance(payload.get("criterion", "l1"), str):
+            raise AutopruneError("its criterion is not a name")
+    except AutopruneError as exc:
+        raise AutopruneError(f"pruned model {str(path)!r}: {exc}") from None
     if model is None:
         if plan.arch is None:
             raise AutopruneError(f"{str(path)!r} records no architecture: pass model= (a dense instance)")
         from autoprune.models import create_model
 
         size = plan.input_size if isinstance(plan.input_size, int) else max(plan.input_size or [32])
-        model = create_model(plan.arch, plan.num_classes or 10, size, **payload.get("model_kwargs", {}))
-    kept = payload["kept"]
+        try:
+            model = create_model(
+                plan.arch, plan.num_classes or 10, size, trust_code=trust_code, **model_kwargs
+            )
+        except AutopruneError as exc:
+            raise AutopruneError(f"pruned model {str(path)!r}: {exc}") from None
     try:
         pruned = build_pruned(model, kept, plan.removed_blocks)
-        pruned.load_state_dict(payload["state_dict"])
-    except (RuntimeError, AttributeError, KeyError, IndexError) as exc:
+        pruned.load_state_dict(state_dict)
+    except (RuntimeError, AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
         raise AutopruneError(
             f"{str(path)!r} does not fit {plan.arch or type(model).__name__}: {str(exc).splitlines()[0]}"
         ) from None

@@ -4,7 +4,9 @@ Names:
   * built-ins: ``resnet20|32|56|110`` (CIFAR ResNets), ``mobilenetv2``, ``vgg16``;
   * ``torchvision:<name>``: any torchvision classification builder, randomly initialized;
   * ``package.module:callable``: a user's own builder, called with ``num_classes``
-    (and ``input_size`` when it accepts it).
+    (and ``input_size`` when it accepts it). Importing and calling it runs the user's
+    code, so it is only done with ``trust_code=True`` (``--trust-code`` on the command
+    line): a name read from a file (checkpoint, plan, study) never runs code by itself.
 """
 
 from __future__ import annotations
@@ -67,8 +69,16 @@ def _valid_names_hint() -> str:
     )
 
 
-def create_model(name: str, num_classes: int = 10, input_size: int = 32, **kwargs) -> nn.Module:
-    """Build a randomly initialized model by name (see the module docstring)."""
+def create_model(
+    name: str, num_classes: int = 10, input_size: int = 32, *, trust_code: bool = False, **kwargs
+) -> nn.Module:
+    """Build a randomly initialized model by name (see the module docstring).
+
+    A ``package.module:callable`` name imports and calls that callable, which runs
+    arbitrary code: it is refused unless ``trust_code=True``.
+    """
+    if not isinstance(name, str) or not name:
+        raise AutopruneError(f"model name must be a non-empty string, not {name!r}; {_valid_names_hint()}")
     if name in _BUILTINS:
         try:
             return _BUILTINS[name].builder(num_classes, input_size, **kwargs)
@@ -77,6 +87,12 @@ def create_model(name: str, num_classes: int = 10, input_size: int = 32, **kwarg
     if name.startswith("torchvision:"):
         return _create_torchvision(name.split(":", 1)[1], num_classes, kwargs)
     if ":" in name:
+        if not trust_code:
+            raise AutopruneError(
+                f"model {name!r} is a user builder (module:callable); building it imports and runs "
+                "that code, so autoprune does it only when you allow it: pass --trust-code on the "
+                "command line or trust_code=True in the Python API (only for code you trust)"
+            )
         return _create_user_model(name, num_classes, input_size, kwargs)
     raise AutopruneError(f"unknown model {name!r}; {_valid_names_hint()}")
 
