@@ -33,6 +33,15 @@ def _nvml_shutdown(nvml: ModuleType) -> None:
         nvml.nvmlShutdown()
 
 
+def nvml_available() -> bool:
+    """Whether NVML answers here (``pynvml`` installed and the driver's library loaded)."""
+    nvml = _nvml()
+    if nvml is None:
+        return False
+    _nvml_shutdown(nvml)
+    return True
+
+
 def _nvml_handle(nvml: ModuleType, index: int) -> Any:
     """The NVML handle of torch's CUDA device ``index``.
 

@@ -184,22 +184,20 @@ def resolve_backend(op: str, x: torch.Tensor, backend: str | None = None) -> str
 
 
 _TRITON_MODULES = ("triton_common", "triton_pointwise", "triton_depthwise", "triton_bn_act")
-_triton_loaded_with: bool | None = None
 
 
 def triton_module(name: str) -> ModuleType:
     """Import one of this package's Triton modules, compiled for the current interpret mode.
 
     ``triton.jit`` decides at decoration time whether a kernel is compiled or interpreted,
-    so when ``TRITON_INTERPRET`` changed since the modules were imported (tests flip it)
-    they are re-imported, the shared helpers first.
+    so when a module was imported under another ``TRITON_INTERPRET`` (tests flip it, and
+    importing a module directly imports it under the current one) all of them are
+    re-imported, the shared helpers first. Each records its mode as ``INTERPRETED``.
     """
-    global _triton_loaded_with
     interpret = triton_interpreting()
     modules = [importlib.import_module(f"{__package__}.{m}") for m in _TRITON_MODULES]
-    if _triton_loaded_with is not None and _triton_loaded_with != interpret:
+    if any(getattr(m, "INTERPRETED", None) != interpret for m in modules):
         modules = [importlib.reload(m) for m in modules]
-    _triton_loaded_with = interpret
     return modules[_TRITON_MODULES.index(name)]
 
 

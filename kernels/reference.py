@@ -49,6 +49,19 @@ def fold_bn(
     return scale, shift
 
 
+#: (atol, rtol) of a kernel's output against the float64 reference on the same (rounded)
+#: inputs, per input precision, for activations of order 1 (weights scaled by 1/sqrt(fan-in)).
+#: fp32: ieee fp32 operands and accumulation, a few ulps per sum; tf32: GEMM operands rounded
+#: to a 10-bit mantissa (rel. 2^-11 per product); fp16/bf16: fp32 accumulation, then the
+#: output rounded to 11/8 mantissa bits (rel. 2^-11/2^-8 of values up to ~10).
+TOLERANCES: dict[str, tuple[float, float]] = {
+    "fp32": (1e-4, 1e-4),
+    "tf32": (1e-2, 1e-2),
+    "fp16": (1e-2, 1e-2),
+    "bf16": (5e-2, 2e-2),
+}
+
+
 def conv_out_hw(h: int, w: int, stride: int) -> tuple[int, int]:
     """Output height and width of the 3×3 (padding 1) and 1×1 (no padding) convs here, at ``stride``."""
     return (h - 1) // stride + 1, (w - 1) // stride + 1

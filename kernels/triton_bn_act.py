@@ -10,6 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .dispatch import triton_interpreting
 from .mask import ChannelMask
 from .triton_common import (
     channel_pixel_grid,
@@ -19,6 +20,8 @@ from .triton_common import (
     launch_blocks,
     pixel_tile,
 )
+
+INTERPRETED = triton_interpreting()  # the mode the kernels below are decorated for
 
 
 @triton.jit

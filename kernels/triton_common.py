@@ -16,6 +16,9 @@ import triton.language as tl
 from .dispatch import triton_interpreting
 from .mask import ChannelMask
 
+#: Whether this module's kernels were decorated for the interpreter (see ``dispatch.triton_module``).
+INTERPRETED = triton_interpreting()
+
 
 @triton.jit
 def apply_act(y, ACT: tl.constexpr):

@@ -11,6 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .dispatch import triton_interpreting
 from .mask import ChannelMask
 from .reference import conv_out_hw
 from .triton_common import (
@@ -21,6 +22,8 @@ from .triton_common import (
     launch_blocks,
     pixel_tile,
 )
+
+INTERPRETED = triton_interpreting()  # the mode the kernels below are decorated for
 
 
 @triton.jit

@@ -3,10 +3,13 @@
 Backends: ``torch`` (the CPU sliced 1×1 path), ``numba`` (the CPU kernels that
 dispatch keeps) and ``triton`` (the CUDA kernels run by ``TRITON_INTERPRET=1`` on
 CPU tensors). Triton block sizes are forced small so every dimension spans
-several blocks with a ragged last one.
+several blocks with a ragged last one; :func:`test_triton_gpu_blocks_on_real_layer_shapes`
+runs the blocks a GPU launch picks on real MobileNetV2 / ResNet-50 layer shapes.
 """
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -25,6 +28,8 @@ from autoprune.kernels import (
     pointwise_conv_bn_act_reference,
 )
 from autoprune.kernels.dispatch import triton_module
+from autoprune.kernels.reference import TOLERANCES
+from autoprune.kernels.triton_common import launch_blocks
 
 BACKENDS = ["torch", "numba", "triton"]
 
@@ -280,3 +285,93 @@ def test_fold_bn_variants():
 def test_invalid_arguments_are_user_errors(call, match):
     with pytest.raises(AutopruneError, match=match):
         call(torch.randn(1, 4, 3, 3))
+
+
+# Real layer shapes at small planes (the interpreter is slow): MobileNetV2's 96→24 and
+# 144→24 projections, 24→144 expansion and 144-channel depthwise, ResNet-50's 256→64 and
+# 64→256 bottleneck 1×1s and its BN epilogue at 64 and 256 channels. Planes are ragged
+# against the GPU's pixel blocks.
+REAL_SHAPES = [
+    ("pointwise", "mobilenetv2 96->24", {"cin": 96, "cout": 24, "hw": (9, 9), "stride": 1}),
+    ("pointwise", "mobilenetv2 144->24", {"cin": 144, "cout": 24, "hw": (8, 8), "stride": 1}),
+    ("pointwise", "mobilenetv2 24->144", {"cin": 24, "cout": 144, "hw": (8, 8), "stride": 1}),
+    ("pointwise", "resnet50 256->64", {"cin": 256, "cout": 64, "hw": (7, 7), "stride": 1}),
+    ("pointwise", "resnet50 64->256 stride 2", {"cin": 64, "cout": 256, "hw": (7, 7), "stride": 2}),
+    ("depthwise", "mobilenetv2 144", {"c": 144, "hw": (8, 8), "stride": 1}),
+    ("depthwise", "mobilenetv2 144 stride 2", {"c": 144, "hw": (9, 9), "stride": 2}),
+    ("bn_act", "resnet50 64", {"c": 64, "hw": (7, 7)}),
+    ("bn_act", "resnet50 256", {"c": 256, "hw": (7, 7)}),
+]
+
+
+def _real_case(kind: str, dims: dict, dtype: torch.dtype, g: torch.Generator):
+    """(run with given blocks, float64 reference cast to ``dtype``, mask, GPU launch blocks) for one shape."""
+    acts = {"pointwise": "relu6", "depthwise": "hardswish", "bn_act": "relu"}
+    act = acts[kind]
+    code = ACTIVATIONS.index(act)
+    c = dims.get("cout", dims.get("c"))
+    x = torch.randn(2, dims.get("cin", c), *dims["hw"], generator=g).to(dtype)
+    scale, shift = _affine(c, g)
+    keep = _masks(c, g)["random"]
+    mask = ChannelMask.from_bool(keep)
+    stride = dims.get("stride", 1)
+    ho, wo = ((h - 1) // stride + 1 for h in dims["hw"])
+    x64 = x.double()
+    if kind == "pointwise":
+        w = (torch.randn(c, dims["cin"], generator=g) / dims["cin"] ** 0.5).to(dtype)
+        ref = pointwise_conv_bn_act_reference(x64, w.double(), scale, shift, act, keep, stride=stride)
+        blocks = launch_blocks("pointwise", c, ho * wo, dims["cin"], interpreted=False)
+        module = triton_module("triton_pointwise")
+
+        def run(b):
+            return module.pointwise(x, w, scale, shift, code, mask, stride, blocks=b)
+
+    elif kind == "depthwise":
+        w = (torch.randn(c, 1, 3, 3, generator=g) / 3).to(dtype)
+        ref = depthwise_conv_bn_act_reference(x64, w.double(), scale, shift, stride, act, keep)
+        blocks = launch_blocks("depthwise", c, ho * wo, interpreted=False)
+        module = triton_module("triton_depthwise")
+
+        def run(b):
+            return module.depthwise(x, w, scale, shift, stride, code, mask, blocks=b)
+
+    else:
+        ref = bn_mask_act_reference(x64, scale, shift, act, keep)
+        blocks = launch_blocks("bn_act", c, ho * wo, interpreted=False)
+        module = triton_module("triton_bn_act")
+
+        def run(b):
+            return module.bn_act(x, scale, shift, code, mask, blocks=b)
+
+    return run, ref.to(dtype), keep, blocks
+
+
+@pytest.mark.parametrize("backend", ["triton"], indirect=True)
+@pytest.mark.parametrize(("dtype", "precision"), [(torch.float32, "fp32"), (torch.float16, "fp16")])
+def test_triton_gpu_blocks_on_real_layer_shapes(backend, dtype, precision):
+    """The blocks a GPU launch picks (not the interpreter's), on MobileNetV2 / ResNet-50 layer shapes.
+
+    Against the float64 reference on the same rounded inputs, at :data:`TOLERANCES` of the
+    input precision (TF32 has no interpreter emulation: ``benchmarks/gpu_check.py`` covers it).
+    """
+    atol, rtol = TOLERANCES[precision]
+    g = _gen(9)
+    for kind, name, dims in REAL_SHAPES:
+        run, ref, keep, blocks = _real_case(kind, dims, dtype, g)
+        assert blocks == launch_blocks(kind, *_dims_for(kind, dims), interpreted=False)
+        what = f"{name} {precision} blocks {blocks}"
+        _check(run(blocks), ref, keep, what, atol=atol, rtol=rtol)
+
+
+def _dims_for(kind: str, dims: dict) -> tuple[int, ...]:
+    stride = dims.get("stride", 1)
+    p = math.prod((h - 1) // stride + 1 for h in dims["hw"])
+    return (dims["cout"], p, dims["cin"]) if kind == "pointwise" else (dims["c"], p)
+
+
+def test_gpu_launch_blocks_differ_from_the_interpreters():
+    """What the GPU test above guards: a GPU launch caps blocks lower than the interpreter does."""
+    assert launch_blocks("pointwise", 256, 3136, 256, interpreted=False) == (64, 64, 32)
+    assert launch_blocks("pointwise", 256, 3136, 256, interpreted=True) == (256, 1024, 256)
+    assert launch_blocks("depthwise", 144, 9, interpreted=False) == (16, 16)
+    assert launch_blocks("bn_act", 3, 5000, interpreted=False) == (4, 256)

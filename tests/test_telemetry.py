@@ -1,4 +1,9 @@
-"""GPU telemetry: silent and empty without a GPU or NVML; the NVML paths run against a fake pynvml."""
+"""GPU telemetry: silent and empty without a GPU or NVML; the NVML paths run against a fake pynvml.
+
+Each no-NVML case runs twice, with ``pynvml`` not installed (its import made to fail) and
+installed without the driver's library, so the suite means the same whether or not this
+machine has NVML.
+"""
 
 from __future__ import annotations
 
@@ -54,6 +59,13 @@ class _BrokenNvml(types.ModuleType):
         raise RuntimeError("NVML Shared Library Not Found")
 
 
+@pytest.fixture(params=["not installed", "no driver library"])
+def no_nvml(request, monkeypatch):
+    """pynvml unimportable (``sys.modules`` entry None makes ``import`` raise), or importable but failing."""
+    monkeypatch.setitem(sys.modules, "pynvml", None if request.param == "not installed" else _BrokenNvml())
+    return request.param
+
+
 @pytest.fixture
 def fake_cuda(monkeypatch):
     """torch.cuda as if three GPUs were visible, with a fixed peak allocation."""
@@ -67,7 +79,12 @@ def fake_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: ([5, 9, 7][i], 10))
 
 
-def test_monitor_without_gpu_is_silent_and_empty(recwarn, capsys):
+@pytest.mark.parametrize("nvml", ["not installed", "no driver library", "present"])
+def test_monitor_without_gpu_is_silent_and_empty(nvml, monkeypatch, recwarn, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a GPU machine
+    fake = {"not installed": None, "no driver library": _BrokenNvml()}.get(nvml, _FakeNvml([1], ["GPU-0"]))
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    assert telemetry.nvml_available() is (nvml == "present")
     with GpuMonitor() as monitor:
         sum(range(1000))
     with GpuMonitor("cpu", interval=0.01) as on_cpu:
@@ -102,16 +119,17 @@ def test_monitor_samples_utilization_through_nvml(fake_cuda, monkeypatch):
     assert stats["gpu_util_max"] < again.stats["gpu_util_mean"] < again.stats["gpu_util_max"]
 
 
-def test_monitor_with_cuda_but_no_nvml_keeps_memory_only(fake_cuda, monkeypatch, recwarn):
-    monkeypatch.setitem(sys.modules, "pynvml", _BrokenNvml())
+def test_monitor_with_cuda_but_no_nvml_keeps_memory_only(fake_cuda, no_nvml, recwarn):
+    assert not telemetry.nvml_available()
     with GpuMonitor(0) as monitor:
         pass
     assert monitor.stats == {"gpu_peak_memory_mb": 96.0}
     assert not recwarn.list
 
 
-def test_real_pynvml_without_driver_is_silent(recwarn):
-    """This machine has pynvml installed but no NVML library: telemetry reports it as absent."""
+def test_real_pynvml_is_silent(recwarn):
+    """Whatever this machine has (pynvml or not, a driver or not), asking never warns or raises."""
+    assert telemetry.nvml_available() in (True, False)
     assert telemetry._nvml() is None or torch.cuda.is_available()
     assert not recwarn.list
 
@@ -124,8 +142,7 @@ def test_best_cuda_device_uses_nvml_free_memory(fake_cuda, monkeypatch):
     assert nvml.initialized == 0
 
 
-def test_best_cuda_device_falls_back_to_torch(fake_cuda, monkeypatch):
-    monkeypatch.setitem(sys.modules, "pynvml", _BrokenNvml())
+def test_best_cuda_device_falls_back_to_torch(fake_cuda, no_nvml):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert best_cuda_device() == torch.device("cuda", 1)
