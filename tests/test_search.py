@@ -18,12 +18,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoprune import AutopruneError, create_model
-from autoprune.budget import project_to_budget
+from autoprune.budget import Budget, project_to_budget
 from autoprune.checkpoint import load_model
 from autoprune.cost import CostModel
 from autoprune.flops import measured_macs, param_count
 from autoprune.jobs import SearchConfig, run_search
 from autoprune.plan import Plan
+from autoprune.prior import preferences_from_sensitivity
+from autoprune.search.objective import PlanObjective, SearchSpaceSpec, prior_log
+from autoprune.search.proxies import Proxy, ProxyScore
+from autoprune.search.samplers import create_sampler
+from autoprune.search_spaces import space_for
+from autoprune.sensitivity import load_sensitivity
 from autoprune.space import PruningSpace
 from autoprune.surgery import apply_plan
 
@@ -228,3 +234,144 @@ def test_bad_search_input_is_one_line_and_exit_2(run_cli, tmp_path, digits_check
     lines = result.err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.err
     assert not (tmp_path / "r" / "best_trial.json").exists()
+
+
+# ---------------------------------------------------------------- samplers, prior, modes
+
+
+class _PlanScore(Proxy):
+    """A cheap stand-in proxy: how close a plan's keep ratios are to a fixed target (no model)."""
+
+    name = "test"
+    device = torch.device("cpu")
+
+    def __init__(self, space: PruningSpace) -> None:
+        self.space = space
+        self.target = np.random.default_rng(5).uniform(0.2, 1.0, len(space.groups))
+
+    def score(self, plan: Plan, report=None) -> ProxyScore:
+        kept = np.array([plan.channels[g.id] / g.channels for g in self.space.groups])
+        return ProxyScore(float(1.0 - np.abs(kept - self.target).mean()), 0.0, 1)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "cmaes", "nsga2", "random"])
+def test_every_sampler_proposes_plans_other_than_the_first(sampler):
+    """Past the two seeded trials (prior, uniform) each sampler moves: a sampler stuck on the
+    enqueued point, or one whose parameters never reach the plan, would repeat trial 0."""
+    space = built_space("resnet20")
+    preferences = preferences_from_sensitivity(np.random.default_rng(3).uniform(0, 0.2, len(space.groups)))
+    spec = SearchSpaceSpec(
+        [g.id for g in space.groups], [g.stage for g in space.groups], prior_log(preferences)
+    )
+    multi = sampler == "nsga2"
+    objective = PlanObjective(
+        space,
+        spec,
+        Budget(0.5, None),
+        _PlanScore(space),
+        r_min=0.1,
+        artifact_store=None,
+        multi_objective=multi,
+    )
+    study = optuna.create_study(
+        sampler=create_sampler(sampler, 0), directions=["maximize", "minimize"] if multi else ["maximize"]
+    )
+    for params in spec.seed_params():
+        study.enqueue_trial(params)
+    study.optimize(objective, n_trials=14)  # past TPE's and GP's 10 start-up trials
+    plans = [t.user_attrs["channels"] for t in study.trials]
+    assert plans[0] != plans[1]  # the prior is not the uniform plan
+    assert all(p != plans[0] for p in plans[2:]), sampler
+    assert len({json.dumps(p, sort_keys=True) for p in plans}) >= 12, sampler
+    assert all(t.user_attrs["flops_ratio"] <= 0.5 for t in study.trials if not multi), sampler
+
+
+def _study(run: Path, name: str = "t") -> optuna.Study:
+    backend = optuna.storages.journal.JournalFileBackend(str(run / "study.journal"))
+    return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend))
+
+
+def test_sensitivity_prior_is_computed_and_seeds_the_prior_and_the_uniform_trials(
+    tmp_path, digits_checkpoint
+):
+    _search(tmp_path, digits_checkpoint, prior="sensitivity", sensitivity_seeds=1, trials=3, pruner="none")
+    run = tmp_path / "run"
+    sens = load_sensitivity(run / "sensitivity.json")  # the prior path computed it
+    assert (sens.method, sens.unit, sens.seeds) == ("sr-init", "group", [0])
+    study = _study(run)
+    stored = study.user_attrs["autoprune.config"]
+    deltas = np.array([sens[g].delta for g in stored["group_ids"]])
+    assert deltas.max() > 0  # a real prior, not the uniform fallback
+    assert stored["preferences"] == pytest.approx(preferences_from_sensitivity(deltas).tolist())
+    model, ckpt = load_model(digits_checkpoint)
+    space = space_for(model, "resnet20", ckpt.meta["input_size"], ckpt.meta["num_classes"])
+    at_budget = {
+        name: project_to_budget(space, prefs, flops=0.5, r_min=stored["r_min"]).plan.channels
+        for name, prefs in (
+            ("prior", np.array(stored["preferences"])),
+            ("uniform", np.ones(len(space.groups))),
+        )
+    }
+    assert at_budget["prior"] != at_budget["uniform"]
+    first, second, third = study.trials
+    assert first.params["prior_weight"] == 1.0 and second.params["prior_weight"] == 0.0
+    assert all(v == 0.0 for t in (first, second) for k, v in t.params.items() if k.startswith("m:"))
+    assert first.user_attrs["channels"] == at_budget["prior"]
+    assert second.user_attrs["channels"] == at_budget["uniform"]
+    assert [second.user_attrs["channels"][g] for g in stored["group_ids"]] == stored["uniform_channels"]
+    assert third.user_attrs["channels"] not in (at_budget["prior"], at_budget["uniform"])
+
+
+def test_stage_space_samples_one_multiplier_per_stage(tmp_path, digits_checkpoint):
+    _search(tmp_path, digits_checkpoint, space="stage", trials=3, pruner="none")
+    study = _study(tmp_path / "run")
+    stages = sorted(set(study.user_attrs["autoprune.config"]["group_stages"]))
+    assert len(stages) >= 2
+    for t in study.trials:
+        assert set(t.params) == {f"m:stage{s}" for s in stages}  # uniform prior: no prior weight
+        assert t.user_attrs["flops_ratio"] <= 0.5
+    config = study.user_attrs["autoprune.config"]
+    last = study.trials[-1].user_attrs["keep_ratios"]
+    stage_of = dict(zip(config["group_ids"], config["group_stages"], strict=True))
+    per_stage = {s: {r for g, r in last.items() if stage_of[g] == s} for s in stages}
+    assert len(set().union(*per_stage.values())) > 1  # the stage multipliers reach the plan
+
+
+def test_nsga2_from_the_cli_searches_accuracy_against_flops(run_cli, tmp_path, digits_checkpoint):
+    result = run_cli(
+        "search",
+        "--arch",
+        "resnet20",
+        "--dataset",
+        "digits",
+        "--checkpoint",
+        digits_checkpoint,
+        "--out",
+        tmp_path / "run",
+        "--study",
+        "p",
+        "--device",
+        "cpu",
+        "--flops",
+        "0.5",
+        "--prior",
+        "uniform",
+        "--sampler",
+        "nsga2",
+        "--trials",
+        "3",
+        "--recal-batches",
+        "1",
+        "--search-images",
+        "64",
+    )
+    assert result.code == 0, result.err
+    study = _study(tmp_path / "run", "p")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert len(study.trials) == 3
+    for t in study.trials:
+        accuracy, flops_ratio = t.values
+        assert 0.0 <= accuracy <= 1.0 and flops_ratio == t.user_attrs["flops_ratio"]
+        assert flops_ratio <= t.params["flops_target"] <= 0.5  # the target itself is searched
+    assert len({t.params["flops_target"] for t in study.trials}) > 1
+    assert (tmp_path / "run" / "best_trial.json").is_file()
