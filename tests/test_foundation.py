@@ -64,7 +64,7 @@ def test_torchvision_and_user_models():
     module.tiny = lambda num_classes: nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes))
     sys.modules["my_models"] = module
     try:
-        model = create_model("my_models:tiny", num_classes=4)
+        model = create_model("my_models:tiny", num_classes=4, trust_code=True)
         assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 4)
     finally:
         del sys.modules["my_models"]
