@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import Dataset
 
 from autoprune.errors import AutopruneError
 from autoprune.progress import Reporter
 from autoprune.sensitivity.perturbation import Variant
+from autoprune.sensitivity.rescore import Rescore
 from autoprune.sensitivity.units import Overrides, Unit
-
-if TYPE_CHECKING:
-    from autoprune.sensitivity.rescore import Rescore
 
 
 class Scores:
@@ -75,10 +71,3 @@ class Job:
     scores: Scores
     rescore: Rescore
     reporter: Reporter
-
-
-def plain_forward(model: nn.Module, x: torch.Tensor, overrides: Overrides | None = None) -> torch.Tensor:
-    """``model`` on ``x``, with ``overrides`` in place of its tensors."""
-    from torch.func import functional_call
-
-    return model(x) if not overrides else functional_call(model, overrides, (x,), strict=False)

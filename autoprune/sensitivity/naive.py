@@ -7,8 +7,8 @@ from torch import nn
 
 from autoprune.sensitivity.engine import Engine
 from autoprune.sensitivity.images import chunks
-from autoprune.sensitivity.job import Job, plain_forward
-from autoprune.sensitivity.units import Overrides
+from autoprune.sensitivity.job import Job
+from autoprune.sensitivity.units import Overrides, plain_forward
 
 
 def run_naive(ref: nn.Module, engine: Engine | None, job: Job) -> None:

@@ -19,9 +19,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from autoprune.sensitivity.job import plain_forward
 from autoprune.sensitivity.perturbation import Variant
-from autoprune.sensitivity.units import Overrides, Unit
+from autoprune.sensitivity.units import Overrides, Unit, plain_forward
 
 TIE_TOLERANCE = 2e-5
 """The least near-tie tolerance, as a fraction of ``1 + max |logit|`` (see the module docstring)."""

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from autoprune.errors import AutopruneError
+from autoprune.evaluation import device_of
 from autoprune.registry import SENSITIVITY_UNITS as UNIT_KINDS
 
 if TYPE_CHECKING:
@@ -75,6 +76,13 @@ class Unit:
     stage: int
     removable: bool | None = None  # blocks only: input and output shapes are equal
     members: tuple[Member, ...] = ()  # groups only
+
+
+def plain_forward(model: nn.Module, x: torch.Tensor, overrides: Overrides | None = None) -> torch.Tensor:
+    """``model`` on ``x``, with ``overrides`` in place of its tensors."""
+    from torch.func import functional_call
+
+    return model(x) if not overrides else functional_call(model, overrides, (x,), strict=False)
 
 
 def units_from_space(space: PruningSpace, kind: str, model: nn.Module) -> list[Unit]:
@@ -131,7 +139,7 @@ def sr_init_overrides(model: nn.Module, unit: Unit, seed: int, initializer: Init
         block = model.get_submodule(unit.id)
         fresh = _redrawn(block, initializer, derive_seed("sr-init", unit.id, seed))
         state = fresh.state_dict()
-        device = _device_of(block)
+        device = device_of(block)
         return {
             f"{unit.id}.{k}": v.to(device)
             for k, v in state.items()
@@ -183,12 +191,6 @@ def _out_axis(mod: nn.Module, key: str) -> int:
     if key == "weight" and isinstance(mod, nn.modules.conv._ConvTransposeNd):
         return 1
     return 0
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    for t in module.state_dict().values():
-        return t.device
-    return torch.device("cpu")
 
 
 # ------------------------------------------------------------------- SBPF
