@@ -59,30 +59,8 @@ def train(
     if teacher is not None:
         teacher.to(device).eval()
     loader = make_loader(splits.train, config.batch_size, shuffle=True, seed=config.seed, drop_last=True)
-    steps_per_epoch = max(len(loader), 1)
-    total_steps = config.epochs * steps_per_epoch
-    warmup = int(config.warmup_epochs * steps_per_epoch) if config.epochs > 1 else 0
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    optimizer = torch.optim.SGD(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=True,
-    )
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        t = (step - warmup) / max(total_steps - warmup, 1)
-        return 0.5 * (1 + math.cos(math.pi * t))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    reporter.start("train", total_steps)
+    optimizer, scheduler = sgd_with_cosine(model, config, max(len(loader), 1))
+    reporter.start("train", config.epochs * max(len(loader), 1))
     try:
         for epoch in range(config.epochs):
             seen, correct, loss_sum = 0, 0, 0.0
@@ -108,6 +86,34 @@ def train(
         reporter.finish()
     model.eval()
     return model
+
+
+def sgd_with_cosine(
+    model: nn.Module, config: TrainConfig, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Nesterov SGD (no weight decay on biases and norms) with a per-step warm-up + cosine schedule."""
+    total_steps = config.epochs * steps_per_epoch
+    warmup = int(config.warmup_epochs * steps_per_epoch) if config.epochs > 1 else 0
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    optimizer = torch.optim.SGD(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=True,
+    )
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(total_steps - warmup, 1)
+        return 0.5 * (1 + math.cos(math.pi * t))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
 
 
 def _distillation_loss(logits: torch.Tensor, teacher: nn.Module, x: torch.Tensor, t: float) -> torch.Tensor:
