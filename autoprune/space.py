@@ -342,19 +342,67 @@ def _build_space(
 ) -> PruningSpace:
     spaces = analysis.spaces
     layers = sorted(analysis.layers.values(), key=lambda r: r.order)
-    # the first producer (in graph order) of every unfrozen root
+    producers = _first_producers(analysis, layers)
+    stage_ctx = sorted({analysis.node_ctx.get(p.node, 0) for _, p in producers}, reverse=True)
+    groups, root_index, too_small = _groups(analysis, producers, stage_ctx, round_to, min_channels)
+
+    def resolve(layout: Layout | None) -> tuple[tuple[int, int, int], ...] | None:
+        if layout is None:
+            return None
+        return tuple((root_index.get(spaces.find(s.space), -1), s.size, s.mult) for s in layout)
+
+    members, frozen = _members_and_frozen(analysis, layers, root_index, too_small)
+    groups = [
+        Group(g.id, g.channels, tuple(m), g.stage, g.round_to, g.min_channels, g.divisor)
+        for g, m in zip(groups, members, strict=True)
+    ]
+    blocks = [
+        Block(b.name, _stage_of(b.ctx, stage_ctx), b.removable, b.branch_end)
+        for b in analysis.blocks  # graph order of their sums
+    ]
+    params = []
+    for pname, p in model.named_parameters():
+        owner, _, attr = pname.rpartition(".")
+        params.append((pname, owner, attr, tuple(p.shape)))
+    return PruningSpace(
+        groups=groups,
+        blocks=blocks,
+        frozen=frozen,
+        arch=arch,
+        input_size=_infer_input_size(analysis.input_shape),
+        num_classes=num_classes if num_classes is not None else _infer_num_classes(model, analysis),
+        layers={r.name: ResolvedLayer(r, resolve(r.out), resolve(r.inp)) for r in layers},
+        param_info=params,
+        extra_macs=analysis.extra_macs,
+        input_shape=analysis.input_shape,
+    )
+
+
+def _first_producers(analysis: Analysis, layers: list[Layer]) -> list[tuple[int, Layer]]:
+    """(root, its first producer in graph order) for every unfrozen channel space."""
+    spaces = analysis.spaces
     producer_of: dict[int, Layer] = {}
     for layer in layers:
         if layer.kind in ("conv", "linear") and not layer.depthwise and layer.out:
             root = spaces.find(layer.out[0].space)
             if root not in spaces.reason:
                 producer_of.setdefault(root, layer)
-    raw: list[tuple[int, Layer]] = sorted(producer_of.items(), key=lambda kv: kv[1].order)
-    stage_ctx = sorted({analysis.node_ctx.get(p.node, 0) for _, p in raw}, reverse=True)
+    return sorted(producer_of.items(), key=lambda kv: kv[1].order)
+
+
+def _groups(
+    analysis: Analysis,
+    producers: list[tuple[int, Layer]],
+    stage_ctx: list[int],
+    round_to: int | Mapping[str, int] | None,
+    min_channels: int,
+) -> tuple[list[Group], dict[int, int], dict[int, str]]:
+    """The groups (members filled in later), root -> group index, and roots too small to prune."""
+    spaces = analysis.spaces
     groups: list[Group] = []
     root_index: dict[int, int] = {}
     too_small: dict[int, str] = {}
-    for root, prod in raw:
+    for root, prod in producers:
         size = spaces.size[root]
         g = Group(
             id=prod.name,
@@ -370,14 +418,15 @@ def _build_space(
             continue
         root_index[root] = len(groups)
         groups.append(g)
+    return groups, root_index, too_small
 
-    def resolve(layout: Layout | None) -> tuple[tuple[int, int, int], ...] | None:
-        if layout is None:
-            return None
-        return tuple((root_index.get(spaces.find(s.space), -1), s.size, s.mult) for s in layout)
 
-    resolved = {r.name: ResolvedLayer(r, resolve(r.out), resolve(r.inp)) for r in layers}
-    members: list[list[tuple[str, str]]] = [[] for _ in groups]
+def _members_and_frozen(
+    analysis: Analysis, layers: list[Layer], root_index: dict[int, int], too_small: dict[int, str]
+) -> tuple[list[list[tuple[str, str]]], dict[str, str]]:
+    """Each group's (layer, dim) members, and every layer touching a frozen space with its reasons."""
+    spaces = analysis.spaces
+    members: list[list[tuple[str, str]]] = [[] for _ in root_index]
     frozen: dict[str, str] = {}
     for r in layers:
         reasons = []
@@ -396,27 +445,4 @@ def _build_space(
             frozen[r.name] = "; ".join(reasons)
     for name, why in analysis.frozen_modules.items():
         frozen[name] = why if name not in frozen else f"{why}; {frozen[name]}"
-    groups = [
-        Group(g.id, g.channels, tuple(m), g.stage, g.round_to, g.min_channels, g.divisor)
-        for g, m in zip(groups, members, strict=False)
-    ]
-    blocks = [
-        Block(b.name, _stage_of(b.ctx, stage_ctx), b.removable, b.branch_end)
-        for b in analysis.blocks  # graph order of their sums
-    ]
-    params = []
-    for pname, p in model.named_parameters():
-        owner, _, attr = pname.rpartition(".")
-        params.append((pname, owner, attr, tuple(p.shape)))
-    return PruningSpace(
-        groups=groups,
-        blocks=blocks,
-        frozen=frozen,
-        arch=arch,
-        input_size=_infer_input_size(analysis.input_shape),
-        num_classes=num_classes if num_classes is not None else _infer_num_classes(model, analysis),
-        layers=resolved,
-        param_info=params,
-        extra_macs=analysis.extra_macs,
-        input_shape=analysis.input_shape,
-    )
+    return members, frozen
