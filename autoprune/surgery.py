@@ -38,10 +38,7 @@ from torch import nn
 from autoprune.checkpoint import check_model_kwargs, check_state_dict, load_torch_file, versions
 from autoprune.errors import AutopruneError
 from autoprune.evaluation import device_of, evaluate
-from autoprune.fx.ops import BATCH_NORM_MODULES as _BN_MODULES
-from autoprune.fx.ops import CONV_MODULES as _CONV_MODULES
-from autoprune.fx.ops import CONV_TRANSPOSE_MODULES as _CONVT_MODULES
-from autoprune.fx.ops import INSTANCE_NORM_MODULES as _IN_MODULES
+from autoprune.fx.ops import BATCH_NORM_MODULES, CONV_MODULES, CONV_TRANSPOSE_MODULES, INSTANCE_NORM_MODULES
 from autoprune.io import atomic_write
 from autoprune.plan import Plan
 from autoprune.recalibration import recalibrate_batchnorm
@@ -247,7 +244,7 @@ def _take2(t: torch.Tensor, idx0: list[int] | None, idx1: list[int] | None) -> t
 
 def _new_conv_weight(mod: nn.Module, out_idx: list[int], in_idx: list[int]) -> torch.Tensor:
     w = mod.weight
-    if isinstance(mod, _CONVT_MODULES):
+    if isinstance(mod, CONV_TRANSPOSE_MODULES):
         return _take2(w, in_idx, out_idx)
     groups = mod.groups
     if groups == 1:
@@ -268,7 +265,7 @@ def _module_tensors(mod: nn.Module, dims: Mapping[str, list[int]]) -> dict[str, 
     """New values of the module's own parameters/buffers for the kept indices."""
     out_idx, in_idx = dims.get("out"), dims.get("in")
     new: dict[str, torch.Tensor] = {}
-    if isinstance(mod, (*_CONV_MODULES, *_CONVT_MODULES)):
+    if isinstance(mod, (*CONV_MODULES, *CONV_TRANSPOSE_MODULES)):
         new["weight"] = _new_conv_weight(mod, out_idx, in_idx)
         if mod.bias is not None:
             new["bias"] = _take(mod.bias, 0, out_idx)
@@ -276,7 +273,7 @@ def _module_tensors(mod: nn.Module, dims: Mapping[str, list[int]]) -> dict[str, 
         new["weight"] = _take2(mod.weight, out_idx, in_idx)
         if mod.bias is not None:
             new["bias"] = _take(mod.bias, 0, out_idx)
-    elif isinstance(mod, (*_BN_MODULES, *_IN_MODULES, nn.GroupNorm, nn.PReLU)):
+    elif isinstance(mod, (*BATCH_NORM_MODULES, *INSTANCE_NORM_MODULES, nn.GroupNorm, nn.PReLU)):
         for key in ("weight", "bias", "running_mean", "running_var"):
             t = getattr(mod, key, None)
             if isinstance(t, torch.Tensor):
@@ -289,7 +286,7 @@ def _module_tensors(mod: nn.Module, dims: Mapping[str, list[int]]) -> dict[str, 
 def _set_attributes(mod: nn.Module, dims: Mapping[str, list[int]]) -> None:
     """Update the shape attributes of an already resized copy."""
     out_idx, in_idx = dims.get("out"), dims.get("in")
-    if isinstance(mod, (*_CONV_MODULES, *_CONVT_MODULES)):
+    if isinstance(mod, (*CONV_MODULES, *CONV_TRANSPOSE_MODULES)):
         depthwise = mod.groups > 1 and mod.groups == mod.in_channels
         mod.in_channels, mod.out_channels = len(in_idx), len(out_idx)
         if depthwise:
@@ -298,7 +295,7 @@ def _set_attributes(mod: nn.Module, dims: Mapping[str, list[int]]) -> None:
         mod.in_features, mod.out_features = len(in_idx), len(out_idx)
     elif isinstance(mod, nn.GroupNorm):
         mod.num_groups = mod.num_channels = len(out_idx)
-    elif isinstance(mod, (*_BN_MODULES, *_IN_MODULES)):
+    elif isinstance(mod, (*BATCH_NORM_MODULES, *INSTANCE_NORM_MODULES)):
         mod.num_features = len(out_idx)
     elif isinstance(mod, nn.PReLU):
         mod.num_parameters = len(out_idx)
@@ -347,7 +344,7 @@ def _default_inputs(model: nn.Module, plan: Plan) -> torch.Tensor:
     size = plan.input_size
     if size is None:
         raise AutopruneError("pass example_inputs (or a space): the plan records no input size")
-    first = next((m for m in model.modules() if isinstance(m, (*_CONV_MODULES, nn.Linear))), None)
+    first = next((m for m in model.modules() if isinstance(m, (*CONV_MODULES, nn.Linear))), None)
     channels = getattr(first, "in_channels", 3)
     spatial = [size, size] if isinstance(size, int) else list(size)
     p = next(model.parameters(), None)
@@ -452,7 +449,7 @@ def dead_channel_model(model: nn.Module, result: PruneResult) -> nn.Module:
             owner, attr = _tensor_owner(dead, name)
             _zero_complement(getattr(owner, attr), int(dim_key[3:]), idx)
             continue
-        out_dim = 1 if isinstance(mod, _CONVT_MODULES) else 0
+        out_dim = 1 if isinstance(mod, CONV_TRANSPOSE_MODULES) else 0
         for key in ("weight", "bias"):
             t = getattr(mod, key, None)
             if isinstance(t, torch.Tensor) and not isinstance(mod, nn.PReLU):
@@ -498,11 +495,11 @@ def module_out_masks(
 
 
 def _out_size(mod: nn.Module) -> int | None:
-    if isinstance(mod, (*_CONV_MODULES, *_CONVT_MODULES)):
+    if isinstance(mod, (*CONV_MODULES, *CONV_TRANSPOSE_MODULES)):
         return mod.out_channels
     if isinstance(mod, nn.Linear):
         return mod.out_features
-    if isinstance(mod, (*_BN_MODULES, *_IN_MODULES)):
+    if isinstance(mod, (*BATCH_NORM_MODULES, *INSTANCE_NORM_MODULES)):
         return mod.num_features
     if isinstance(mod, nn.GroupNorm):
         return mod.num_channels
