@@ -1,6 +1,10 @@
 """Where a study lives: a journal file in the run folder by default, or a database URL.
 
-* no URL: ``<run_dir>/study.journal`` (several local processes may share it);
+* no URL: ``<run_dir>/study.journal`` (several local processes may share it; appends are
+  serialized by an ``flock`` on ``study.journal.flock``, which the kernel releases when its
+  holder dies, so a killed worker never stalls the others -- Optuna's default symlink lock
+  would leave a stale lock for 30 s. Other programs that write the journal must open it
+  with :func:`open_storage` too);
 * ``sqlite:///path``, ``postgresql://...``, ``mysql://...``: Optuna's RDB storage, with
   heartbeats so a dead worker's trial is failed and retried by another worker;
   ``postgresql://`` uses the psycopg (3) driver when it is installed
@@ -24,6 +28,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +39,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+from optuna.storages.journal._file import BaseJournalFileLock
 
 from autoprune.errors import AutopruneError
 
@@ -135,7 +141,7 @@ def _open(url: str, heartbeat: tuple[int, int]) -> BaseStorage:
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
     if scheme == "journal":
         path = Path(url.split(":", 1)[1])
-        return JournalStorage(JournalFileBackend(str(path)))
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=_journal_lock(path)))
     if scheme in _RDB_SCHEMES:
         interval, grace = heartbeat
         engine_kwargs = None
@@ -177,6 +183,50 @@ def _open(url: str, heartbeat: tuple[int, int]) -> BaseStorage:
         f"unsupported storage URL {redact(url)}: use sqlite:///FILE, postgresql://..., mysql://... "
         "or redis://... (no URL: a journal file in the run folder)"
     )
+
+
+class FlockJournalLock(BaseJournalFileLock):
+    """An exclusive ``flock`` on ``<journal>.flock``: released by the kernel when the holder
+    exits, killed or not. Each acquisition opens its own descriptor, so threads exclude each
+    other as processes do."""
+
+    def __init__(self, journal: str | os.PathLike) -> None:
+        self.path = f"{journal}{FLOCK_SUFFIX}"
+        self._held = threading.local()
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._held.fd = fd
+        return True
+
+    def release(self) -> None:
+        import fcntl
+
+        fd = self._held.fd
+        self._held.fd = None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+FLOCK_SUFFIX = ".flock"
+
+
+def _journal_lock(path: Path) -> BaseJournalFileLock | None:
+    """:class:`FlockJournalLock` where ``flock`` exists (POSIX), else Optuna's default."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:
+        return None
+    return FlockJournalLock(path)
 
 
 _HIDDEN = "***"
