@@ -375,3 +375,59 @@ def test_nsga2_from_the_cli_searches_accuracy_against_flops(run_cli, tmp_path, d
         assert flops_ratio <= t.params["flops_target"] <= 0.5  # the target itself is searched
     assert len({t.params["flops_target"] for t in study.trials}) > 1
     assert (tmp_path / "run" / "best_trial.json").is_file()
+
+
+# ---------------------------------------------------------------- trial pruner
+
+
+class _Quality(Proxy):
+    """Fake proxy on the digits demo's search split shape (300 images, batches of 128): trial k
+    gets image i right when its seeded draw u_k[i] < qualities[k]; scored by score_batches."""
+
+    name = "test"
+    device = torch.device("cpu")
+
+    def __init__(self, qualities: list[float]) -> None:
+        from autoprune.data import EvalBatches
+
+        self.qualities = qualities
+        self.calls = 0
+        labels = torch.arange(300) % 10
+        self.data = EvalBatches(list(zip(torch.arange(300).split(128), labels.split(128), strict=True)))
+
+    def score(self, plan: Plan, report=None) -> ProxyScore:
+        from autoprune.search.proxies import score_batches
+
+        quality = self.qualities[self.calls]
+        draws = torch.from_numpy(np.random.default_rng(self.calls).uniform(size=300))
+        self.calls += 1
+
+        def model(index: torch.Tensor) -> torch.Tensor:
+            right = draws[index] < quality
+            label = torch.where(right, index % 10, (index + 1) % 10)
+            return torch.nn.functional.one_hot(label, 10).float()
+
+        return score_batches(model, self.data, report)
+
+
+def test_wilcoxon_pruner_stops_a_bad_trial_early_and_keeps_good_ones():
+    """300 search images are 12 report steps (not 3 batches), enough for the Wilcoxon pruner."""
+    from autoprune.search.proxies import MIN_REPORT_STEPS, report_images
+    from autoprune.search.samplers import create_pruner
+
+    assert report_images(300, 128) == 25 and MIN_REPORT_STEPS == 12
+    assert report_images(5000, 128) == 128  # large splits keep one step per batch
+    space = built_space("resnet20")
+    ids, stages = [g.id for g in space.groups], [g.stage for g in space.groups]
+    spec = SearchSpaceSpec(ids, stages, prior_log(np.ones(len(ids))))
+    proxy = _Quality([0.9, 0.2, 0.9, 0.85])
+    objective = PlanObjective(space, spec, Budget(0.5, None), proxy, r_min=0.1, artifact_store=None)
+    study = optuna.create_study(direction="maximize", pruner=create_pruner("wilcoxon"))
+    study.optimize(objective, n_trials=4)
+    good, bad, *others = study.trials
+    assert good.state == optuna.trial.TrialState.COMPLETE and len(good.intermediate_values) == 12
+    assert bad.state == optuna.trial.TrialState.PRUNED
+    assert len(bad.intermediate_values) <= 5  # stopped after a third of the images at most
+    for trial in others:
+        assert trial.state == optuna.trial.TrialState.COMPLETE, trial.intermediate_values
+        assert len(trial.intermediate_values) == 12

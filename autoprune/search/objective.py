@@ -10,12 +10,21 @@ uniform plan (both are enqueued as the first trials). The preferences are then
 projected onto the budget (:func:`autoprune.budget.project_to_budget`), so every
 trial is feasible. With NSGA-II the FLOPs target itself is a parameter and the
 trial returns (accuracy, FLOPs ratio) for a Pareto front.
+
+Each trial first records which process runs it (:func:`autoprune.search.liveness.record_owner`),
+so a trial whose worker is killed can be failed and retried.
+
+Test hook (the one place it is documented): ``AUTOPRUNE_TEST_PAUSE_IN_TRIAL=SECONDS`` makes a
+trial sleep that long right after its first report step, so a test can kill a worker in the
+middle of the proxy at a known moment. Not for use outside tests.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +34,7 @@ import optuna
 from autoprune.budget import Budget, project_to_budget
 from autoprune.cost import CostModel
 from autoprune.search.charts import keep_ratio_chart
+from autoprune.search.liveness import record_owner
 from autoprune.search.proxies import Proxy
 from autoprune.space import PruningSpace
 from autoprune.telemetry import GpuMonitor
@@ -32,6 +42,7 @@ from autoprune.telemetry import GpuMonitor
 MULTIPLIER_RANGE = 1.0
 PRIOR_WEIGHT = "prior_weight"
 FLOPS_TARGET = "flops_target"
+TEST_PAUSE_ENV = "AUTOPRUNE_TEST_PAUSE_IN_TRIAL"
 
 
 @dataclass
@@ -99,6 +110,7 @@ class PlanObjective:
         self.min_flops_ratio = float(self.cost.flops(smallest)[0] / self.cost.dense_flops)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        record_owner(trial)
         prefs = self.spec.preferences(trial)
         flops = self.budget.flops
         if self.multi_objective:
@@ -162,10 +174,14 @@ class PlanObjective:
 
 
 def _reporter(trial: optuna.Trial):
+    pause = float(os.environ.get(TEST_PAUSE_ENV) or 0)  # the test hook (module docstring)
+
     def report(step: int, value: float) -> None:
         trial.report(value, step)
+        if step == 0 and pause > 0:
+            time.sleep(pause)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at evaluation batch {step}")
+            raise optuna.TrialPruned(f"pruned at report step {step}")
 
     return report
 
