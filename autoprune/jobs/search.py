@@ -4,7 +4,13 @@
 sensitivity prior if needed) and runs trials; :func:`run_worker` joins an
 existing study from another process or machine. Everything a worker needs is
 stored in the study's user attrs (``autoprune.config``), so the two share one
-code path once the study exists.
+code path once the study exists. Files the config names (the dense checkpoint, a
+``--sensitivity`` file) are stored relative to the run folder when inside it (else
+absolute) with their sha256, and every process checks them before its first trial.
+
+Dead workers: each trial records its owner first thing; every process fails and
+requeues the trials of dead owners (:func:`~autoprune.search.liveness.fail_dead_trials`)
+when it starts and after each of its trials.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 import optuna
 import torch
 from optuna.exceptions import ExperimentalWarning
+from optuna.trial import TrialState
 
 from autoprune.budget import Budget, project_to_budget
 from autoprune.checkpoint import file_sha256, load_model, versions
@@ -38,8 +45,9 @@ from autoprune.registry import (
     SENSITIVITY_METHODS,
     TRIAL_PRUNERS,
 )
+from autoprune.search.liveness import fail_dead_trials
 from autoprune.search.objective import PlanObjective, SearchSpaceSpec, prior_log
-from autoprune.search.outputs import StudyPointer, refresh_outputs
+from autoprune.search.outputs import StudyPointer, SummaryPacer, refresh_outputs
 from autoprune.search.proxies import create_proxy
 from autoprune.search.samplers import create_pruner, create_sampler
 from autoprune.search.storage import StudyStorage, open_storage
@@ -47,7 +55,6 @@ from autoprune.search_spaces import space_for
 from autoprune.space import PruningSpace
 
 CONFIG_ATTR = "autoprune.config"
-SUMMARY_EVERY = 5
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -212,9 +219,16 @@ def _stored_config(opened: StudyStorage, name: str) -> dict[str, Any] | None:
     except KeyError:
         return None
     config = study.user_attrs.get(CONFIG_ATTR)
+    if config is None and _half_created(study):
+        return None  # a `search` killed while creating it: _create_study finishes the job
     if config is None:
         raise AutopruneError(f"study {name!r} in {opened.url} was not created by autoprune")
     return config
+
+
+def _half_created(study: optuna.Study) -> bool:
+    """No config and no trial beyond the enqueued seeds: ``_create_study`` was cut short."""
+    return all(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
 
 
 def _check_resume(stored: dict[str, Any], config: SearchConfig, name: str) -> None:
@@ -251,6 +265,7 @@ def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Repo
     space = _space(model, ckpt.meta)
     sha = file_sha256(checkpoint)
     preferences = _prior(config, model, space, ckpt.meta, sha, run_dir, reporter)
+    sensitivity = Path(config.sensitivity) if config.sensitivity else None
     uniform = project_to_budget(
         space,
         uniform_preferences(len(space.groups)),
@@ -261,8 +276,10 @@ def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Repo
     stored = {k: v for k, v in asdict(config).items() if k not in _NOT_STORED}
     stored.update(
         budget=budget.to_dict(),
-        checkpoint=str(checkpoint.resolve()),
+        checkpoint=_stored_path(checkpoint, run_dir),
         checkpoint_sha256=sha,
+        sensitivity=None if sensitivity is None else _stored_path(sensitivity, run_dir),
+        sensitivity_sha256=None if sensitivity is None else file_sha256(sensitivity),
         input_size=ckpt.meta["input_size"],
         num_classes=ckpt.meta["num_classes"],
         group_ids=[g.id for g in space.groups],
@@ -272,6 +289,42 @@ def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Repo
         versions=versions(),
     )
     return stored
+
+
+def _stored_path(path: Path, run_dir: Path) -> str:
+    """``path`` relative to the run folder when inside it (workers elsewhere resolve it against
+    their RUN_DIR), else absolute."""
+    absolute = Path(path).resolve()
+    try:
+        return absolute.relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        return str(absolute)
+
+
+def _named_files(stored: dict[str, Any], run_dir: Path) -> dict[str, Path]:
+    """The files the study's config names, resolved for this process; checked for hash.
+
+    One :class:`AutopruneError` line when one is missing or differs from the study's.
+    """
+    found = {}
+    for key, what in (("checkpoint", "dense checkpoint"), ("sensitivity", "sensitivity file")):
+        name = stored.get(key)
+        if not name:
+            continue
+        path = Path(name) if Path(name).is_absolute() else run_dir / name
+        want = stored.get(f"{key}_sha256")
+        if not path.is_file():
+            raise AutopruneError(
+                f"the study's {what} {name} is missing (looked for {path.resolve()}); "
+                "workers need the run folder's files"
+            )
+        if want is not None and file_sha256(path) != want:
+            raise AutopruneError(
+                f"the study's {what} {path.resolve()} differs from the one the study was made with "
+                f"(sha256 {want[:12]}...); workers need the same file"
+            )
+        found[key] = path.resolve()
+    return found
 
 
 _NOT_STORED = ("trials", "timeout", "study", "storage", "out", "device", "extra")
@@ -334,15 +387,16 @@ def _create_study(
         sampler=create_sampler(config.sampler, config.seed),
         pruner=create_pruner(config.pruner),
         directions=["maximize", "minimize"] if multi else ["maximize"],
+        load_if_exists=True,  # only a half-created one gets here (see _stored_config)
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         study.set_metric_names(["proxy_accuracy", "flops_ratio"] if multi else ["proxy_accuracy"])
-    study.set_user_attr(CONFIG_ATTR, stored)
-    for key in ("arch", "dataset", "budget", "checkpoint_sha256", "versions"):
-        study.set_user_attr(key, stored[key])
     for params in _spec(stored).seed_params():
         study.enqueue_trial(params, skip_if_exists=True)
+    for key in ("arch", "dataset", "budget", "checkpoint_sha256", "versions"):
+        study.set_user_attr(key, stored[key])
+    study.set_user_attr(CONFIG_ATTR, stored)  # last: a study with it is complete
     return study
 
 
@@ -352,15 +406,15 @@ def _spec(stored: dict[str, Any]) -> SearchSpaceSpec:
 
 
 def _objective(
-    stored: dict[str, Any], device_name: str, artifacts: optuna.artifacts.FileSystemArtifactStore
-) -> tuple[PlanObjective, PruningSpace]:
-    """Rebuild the trial objective from a study's stored config (same for the first process and workers)."""
+    stored: dict[str, Any],
+    device_name: str,
+    artifacts: optuna.artifacts.FileSystemArtifactStore,
+    run_dir: Path,
+) -> tuple[PlanObjective, PruningSpace, Path]:
+    """Rebuild the trial objective from a study's stored config (same for the first process and
+    workers); also returns the checkpoint's path here."""
     device = resolve_device(device_name)
-    path = Path(stored["checkpoint"])
-    if not path.is_file() or file_sha256(path) != stored["checkpoint_sha256"]:
-        raise AutopruneError(
-            f"the study's checkpoint {path} is missing or changed; workers need the same file"
-        )
+    path = _named_files(stored, run_dir)["checkpoint"]
     model, ckpt = load_model(path, arch=stored["arch"])
     model.to(device).eval()
     space = _space(model, ckpt.meta)
@@ -388,6 +442,7 @@ def _objective(
             multi_objective=stored["sampler"] == "nsga2",
         ),
         space,
+        path,
     )
 
 
@@ -402,16 +457,21 @@ def _optimize(
     reporter: Reporter,
     stop: threading.Event | None,
 ) -> SearchResult:
-    objective, space = _objective(stored, device, opened.artifacts)
+    objective, space, checkpoint = _objective(stored, device, opened.artifacts, run_dir)
     opened.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    fail_dead_trials(study)  # trials of workers killed before this process started
     pointer = StudyPointer(study.study_name, opened.url)
+    # best_trial.json names the checkpoint as found here, so `autoprune apply` works from anywhere.
+    documented = {**stored, "checkpoint": str(checkpoint)}
+    pacer = SummaryPacer()
     done = 0
     best_value: list[float] = []
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         nonlocal done
         done += 1
-        best = refresh_outputs(run_dir, study, space, pointer, stored, with_summary=done % SUMMARY_EVERY == 0)
+        fail_dead_trials(study)  # requeued before this process asks for its next trial
+        best = refresh_outputs(run_dir, study, space, pointer, documented, pacer=pacer)
         if best is not None:
             best_value[:] = [best.values[0]]
         info = {"trial": trial.number, "state": trial.state.name.lower()}
@@ -429,6 +489,6 @@ def _optimize(
         interrupted = True
     finally:
         reporter.finish()
-        best = refresh_outputs(run_dir, study, space, pointer, stored, with_summary=True)
+        best = refresh_outputs(run_dir, study, space, pointer, documented, with_summary=True)
     interrupted = interrupted or (stop is not None and stop.is_set())
     return SearchResult(run_dir, study.study_name, opened.url, done, best, interrupted)
