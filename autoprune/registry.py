@@ -52,7 +52,9 @@ AUTO_CANDIDATES = ("l1", "l2", "bn_gamma")
 SENSITIVITY_METHODS = Registry("sensitivity method", ("sr-init", "sbpf", "bn-gamma"))
 SENSITIVITY_UNITS = Registry("sensitivity unit", ("block", "group"))
 
-PROXIES = Registry("proxy", ("recal",))
+PROXIES = Registry("proxy", ("recal", "supernet"))
+PROXY_METRICS = Registry("proxy metric", ("acc", "stage-loss"))
+"""What the supernet proxy scores: recalibrated top-1, or minus the sum of normalized stage losses."""
 SAMPLERS = Registry("sampler", ("tpe", "gp", "cmaes", "nsga2", "random"))
 TRIAL_PRUNERS = Registry("trial pruner", ("wilcoxon", "median", "none"))
 PRIORS = Registry("prior", ("sensitivity", "uniform"))

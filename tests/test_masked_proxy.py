@@ -160,7 +160,7 @@ def test_create_proxy_picks_by_device_and_override(monkeypatch):
     with pytest.raises(AutopruneError, match="AUTOPRUNE_PROXY_EXECUTOR"):
         create_proxy(*args)
     with pytest.raises(AutopruneError, match="unknown proxy"):
-        create_proxy("supernet", *args[1:])
+        create_proxy("nonsense", *args[1:])
 
 
 class _PreActivation(nn.Module):

@@ -21,6 +21,7 @@ import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -236,6 +237,10 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
     return a.type == b.type and (a.index or 0) == (b.index or 0)
 
 
+PROXY_FACTORIES: dict[str, Callable[..., Proxy]] = {}
+"""Proxies built outside this module, by name: called with :func:`create_proxy`'s arguments and its
+extra keyword options (``supernet`` is registered by :mod:`autoprune.supernet` when imported)."""
+
 PROXY_EXECUTOR_ENV = "AUTOPRUNE_PROXY_EXECUTOR"
 PROXY_EXECUTORS = ("auto", "masked", "sliced")
 
@@ -250,6 +255,7 @@ def create_proxy(
     criterion: str = "l1",
     *,
     executor: str = "auto",
+    **options: Any,
 ) -> Proxy:
     """The proxy ``name`` on ``device``.
 
@@ -260,6 +266,12 @@ def create_proxy(
     model the masked executor cannot run exactly.
     """
     PROXIES.check(name)
+    if name != "recal":
+        if name not in PROXY_FACTORIES:
+            raise AutopruneError(f"proxy {name!r} is not available: import autoprune.{name} first")
+        factory = PROXY_FACTORIES[name]
+        device = torch.device(device)
+        return factory(model, space, recal, search, device, criterion, executor=executor, **options)
     choice = executor
     if executor == "auto":
         choice = os.environ.get(PROXY_EXECUTOR_ENV, "").strip().lower() or "auto"
