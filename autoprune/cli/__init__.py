@@ -10,7 +10,7 @@ import sys
 import click
 
 import autoprune
-from autoprune.cli import apply, dense, search
+from autoprune.cli import apply, dense, search, supernet
 from autoprune.cli import sensitivity as sensitivity_cmd
 from autoprune.cli.console import stderr
 from autoprune.errors import AutopruneError
@@ -32,6 +32,7 @@ for command in (
     apply.apply,
     search.dashboard,
     sensitivity_cmd.sensitivity,
+    supernet.supernet,
 ):
     cli.add_command(command)
 

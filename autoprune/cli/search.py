@@ -15,6 +15,7 @@ from autoprune.registry import (
     CHANNEL_CRITERIA,
     PRIORS,
     PROXIES,
+    PROXY_METRICS,
     SAMPLERS,
     SEARCH_SPACES,
     SENSITIVITY_METHODS,
@@ -126,6 +127,19 @@ def _print_result(result) -> None:
     help="Stops weak trials early.",
 )
 @click.option("--proxy", type=click.Choice(PROXIES.names), default="recal", show_default=True)
+@click.option(
+    "--proxy-metric",
+    type=click.Choice(PROXY_METRICS.names),
+    default="acc",
+    show_default=True,
+    help="supernet proxy: recalibrated top-1, or minus the summed stage losses.",
+)
+@click.option(
+    "--supernet-steps",
+    type=click.IntRange(1),
+    default=None,
+    help="supernet proxy: training steps when the run folder has no supernet.pt (default 5 epochs).",
+)
 @click.option(
     "--criterion",
     type=click.Choice(CHANNEL_CRITERIA.names),

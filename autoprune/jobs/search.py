@@ -34,12 +34,14 @@ from autoprune.data import EvalBatches, load_dataset
 from autoprune.device import resolve_device
 from autoprune.errors import AutopruneError
 from autoprune.jobs.checkpoint import DenseRecipe, ensure_checkpoint
+from autoprune.jobs.supernet import prepare_search_supernet, search_supernet_options
 from autoprune.prior import R_MIN, preferences_from_sensitivity, uniform_preferences
 from autoprune.progress import SILENT, Reporter
 from autoprune.registry import (
     CHANNEL_CRITERIA,
     PRIORS,
     PROXIES,
+    PROXY_METRICS,
     SAMPLERS,
     SEARCH_SPACES,
     SENSITIVITY_METHODS,
@@ -78,6 +80,8 @@ class SearchConfig:
     sampler: str = "tpe"
     pruner: str = "wilcoxon"
     proxy: str = "recal"
+    proxy_metric: str = "acc"
+    supernet_steps: int | None = None
     criterion: str = "l1"
     trials: int = 100
     timeout: float | None = None
@@ -104,6 +108,11 @@ class SearchConfig:
         ):
             if value not in valid:
                 raise AutopruneError(f"unknown --{name} {value!r}; valid: {', '.join(valid)}")
+        if self.proxy_metric not in PROXY_METRICS:
+            valid = ", ".join(PROXY_METRICS)
+            raise AutopruneError(f"unknown --proxy-metric {self.proxy_metric!r}; valid: {valid}")
+        if self.proxy_metric != "acc" and self.proxy != "supernet":
+            raise AutopruneError(f"--proxy-metric {self.proxy_metric} needs --proxy supernet")
         if self.trials < 1:
             raise AutopruneError(f"--trials must be at least 1, got {self.trials}")
         if self.timeout is not None and not self.timeout > 0:
@@ -288,6 +297,8 @@ def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Repo
         uniform_channels=[int(uniform.plan.channels[g.id]) for g in space.groups],
         versions=versions(),
     )
+    if config.proxy == "supernet":
+        stored.update(prepare_search_supernet(config, checkpoint, sha, run_dir, reporter))
     return stored
 
 
@@ -430,7 +441,8 @@ def _objective(
         splits.train_plain, stored["batch_size"], stored["recal_batches"] * stored["batch_size"], seed=seed
     )
     search = EvalBatches.from_dataset(splits.search, stored["batch_size"], stored["search_images"])
-    proxy = create_proxy(stored["proxy"], model, space, recal, search, device, stored["criterion"])
+    options = search_supernet_options(stored, run_dir) if stored["proxy"] == "supernet" else {}
+    proxy = create_proxy(stored["proxy"], model, space, recal, search, device, stored["criterion"], **options)
     return (
         PlanObjective(
             space,
