@@ -319,17 +319,16 @@ def _named_files(stored: dict[str, Any], run_dir: Path) -> dict[str, Path]:
     """
     found = {}
     for key, what in (("checkpoint", "dense checkpoint"), ("sensitivity", "sensitivity file")):
-        name = stored.get(key)
-        if not name:
+        name, want = stored.get(key), stored.get(f"{key}_sha256")
+        if not name or want is None:  # none, or a study from before files were hashed
             continue
         path = Path(name) if Path(name).is_absolute() else run_dir / name
-        want = stored.get(f"{key}_sha256")
         if not path.is_file():
             raise AutopruneError(
                 f"the study's {what} {name} is missing (looked for {path.resolve()}); "
                 "workers need the run folder's files"
             )
-        if want is not None and file_sha256(path) != want:
+        if file_sha256(path) != want:
             raise AutopruneError(
                 f"the study's {what} {path.resolve()} differs from the one the study was made with "
                 f"(sha256 {want[:12]}...); workers need the same file"
