@@ -1,4 +1,4 @@
-"""Project preferences onto a FLOPs / params budget: every candidate is feasible by construction.
+"""Project preferences onto a FLOPs / params / latency budget: every candidate is feasible by construction.
 
 Given per-group preferences p (see :mod:`autoprune.prior`), the keep ratios
 r(α) grow monotonically with the global scale α, and so does the cost of the
@@ -18,6 +18,11 @@ wide group can be several percent of the FLOPs), which two moves close:
 
 Both are vectorized over all candidate moves with the cost model, and seeded, so
 the same preferences always give the same plan.
+
+A latency budget works the same way: the latency a :class:`autoprune.latency.LatencyModel`
+predicts from a latency table is monotone in every width (the table is monotone by
+construction), so the bisection, fill and neighbour moves apply unchanged, and every
+projected plan's predicted latency is at or under ``latency`` × the dense model's.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import numpy as np
 
 from autoprune.cost import CostModel
 from autoprune.errors import AutopruneError
+from autoprune.latency import LatencyModel
 from autoprune.plan import Plan
 from autoprune.prior import R_MIN, keep_ratios
 from autoprune.space import PruningSpace
@@ -49,18 +55,25 @@ class Budget:
 
     flops: float | None = None
     params: float | None = None
+    latency: float | None = None
+    """Of the dense model's latency measured on the target device (a latency table's)."""
 
     def __post_init__(self) -> None:
-        if self.flops is None and self.params is None:
-            raise AutopruneError("give a budget: --flops and/or --params as a fraction of the dense model")
-        for name, value in (("flops", self.flops), ("params", self.params)):
+        if self.flops is None and self.params is None and self.latency is None:
+            raise AutopruneError(
+                "give a budget: --flops, --params and/or --latency as a fraction of the dense model"
+            )
+        for name, value in (("flops", self.flops), ("params", self.params), ("latency", self.latency)):
             if value is not None and not (isinstance(value, (int, float)) and 0 < value <= 1):
                 raise AutopruneError(
                     f"--{name} must be a fraction of the dense model in (0, 1], got {value!r}"
                 )
 
     def to_dict(self) -> dict[str, float | None]:
-        return {"flops": self.flops, "params": self.params}
+        out = {"flops": self.flops, "params": self.params}
+        if self.latency is not None:  # older studies stored two keys; keep their budgets equal
+            out["latency"] = self.latency
+        return out
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,8 @@ class Projection:
     flops_ratio: float
     params_ratio: float
     steps: int
+    latency_ms: float | None = None
+    latency_ratio: float | None = None
 
     @property
     def channels(self) -> dict[str, int]:
@@ -98,10 +113,19 @@ def project_to_budget(
     r_min: float = R_MIN,
     cost_model: CostModel | None = None,
     max_steps: int = MAX_STEPS,
+    latency: float | None = None,
+    latency_model: LatencyModel | None = None,
 ) -> Projection:
-    """The largest rounded plan along r(α) at or under every budget, with its rounding gap closed."""
-    budget = Budget(flops, params)
+    """The largest rounded plan along r(α) at or under every budget, with its rounding gap closed.
+
+    ``latency`` (a fraction of the dense model's) needs ``latency_model``, the space's
+    :class:`~autoprune.latency.LatencyModel`; its predicted latency is then also recorded.
+    """
+    budget = Budget(flops, params, latency)
+    if latency is not None and latency_model is None:
+        raise AutopruneError("a latency budget needs a latency table (autoprune latency-table)")
     cost = cost_model or CostModel(space)
+    cost.latency_model = latency_model
     prefs = np.asarray(preferences, dtype=np.float64)
     if prefs.shape != (len(space.groups),) or not np.all(np.isfinite(prefs)) or np.any(prefs <= 0):
         raise ValueError(f"preferences must be {len(space.groups)} positive finite numbers")
@@ -148,7 +172,7 @@ def project_to_budget(
 def _bisect(
     channels_at: Callable[[float], np.ndarray],
     cost: CostModel,
-    limits: tuple[float, float],
+    limits: tuple[float, float, float],
     lo: float,
     hi: float,
     max_steps: int,
@@ -170,19 +194,29 @@ def _projection(
 ) -> Projection:
     plan = space.plan_from_channels(channels, ratios=ratios)
     f, p = int(cost.flops(channels[None, :])[0]), int(cost.params(channels[None, :])[0])
-    return Projection(plan, alpha, f, p, f / cost.dense_flops, p / cost.dense_params, steps)
+    lat = getattr(cost, "latency_model", None)
+    ms = None if lat is None else float(lat.latency_ms(channels[None, :])[0])
+    return Projection(
+        plan, alpha, f, p, f / cost.dense_flops, p / cost.dense_params, steps,
+        ms, None if lat is None else ms / lat.dense_ms,
+    )
 
 
-def _limits(budget: Budget, cost: CostModel) -> tuple[float, float]:
+def _limits(budget: Budget, cost: CostModel) -> tuple[float, float, float]:
+    """Limits in absolute units: MACs, params, predicted ms (inf when unconstrained)."""
     flops = math.inf if budget.flops is None else budget.flops * cost.dense_flops
     params = math.inf if budget.params is None else budget.params * cost.dense_params
-    return flops, params
+    lat = getattr(cost, "latency_model", None)
+    latency = math.inf if budget.latency is None or lat is None else budget.latency * lat.dense_ms
+    return flops, params, latency
 
 
-def _fits(cost: CostModel, channels: np.ndarray, limits: tuple[float, float]) -> np.ndarray:
+def _fits(cost: CostModel, channels: np.ndarray, limits: tuple[float, float, float]) -> np.ndarray:
     ok = cost.flops(channels) <= limits[0]
     if math.isfinite(limits[1]):
         ok &= cost.params(channels) <= limits[1]
+    if math.isfinite(limits[2]):
+        ok &= cost.latency_model.latency_ms(channels) <= limits[2]
     return ok
 
 
@@ -191,7 +225,7 @@ def _fill(
     cost: CostModel,
     channels: np.ndarray,
     target_ratios: np.ndarray,
-    limits: tuple[float, float],
+    limits: tuple[float, float, float],
 ) -> np.ndarray:
     """Add one rounding step at a time to the group furthest below its next-α ratio, while it fits."""
     dense = space.max_counts
@@ -247,11 +281,15 @@ def _triple_moves(n: int, rng: np.random.Generator) -> np.ndarray:
     return moves
 
 
-def _binding_fraction(cost: CostModel, channels: np.ndarray, limits: tuple[float, float]) -> np.ndarray:
+def _binding_fraction(
+    cost: CostModel, channels: np.ndarray, limits: tuple[float, float, float]
+) -> np.ndarray:
     """How close each plan is to its tightest budget (1.0 = exactly on it)."""
     fractions = [cost.flops(channels) / limits[0]] if math.isfinite(limits[0]) else []
     if math.isfinite(limits[1]):
         fractions.append(cost.params(channels) / limits[1])
+    if math.isfinite(limits[2]):
+        fractions.append(cost.latency_model.latency_ms(channels) / limits[2])
     return np.max(fractions, axis=0)
 
 
@@ -260,7 +298,7 @@ def _close_gap(
     cost: CostModel,
     channels: np.ndarray,
     target_ratios: np.ndarray,
-    limits: tuple[float, float],
+    limits: tuple[float, float, float],
 ) -> np.ndarray:
     """Move to the best fitting neighbour and refill until within ``TOLERANCE``
     of the binding budget, until ``PATIENCE`` rounds bring nothing better, or ``MAX_ROUNDS``."""
@@ -289,4 +327,9 @@ def _too_small_message(budget: Budget, cost: CostModel, smallest: np.ndarray, r_
         parts.append(f"--flops {budget.flops:g} is below the smallest achievable {f:.4f}")
     if budget.params is not None and p > budget.params:
         parts.append(f"--params {budget.params:g} is below the smallest achievable {p:.4f}")
+    lat = getattr(cost, "latency_model", None)
+    if budget.latency is not None and lat is not None:
+        t = lat.ratio(smallest[None, :])[0]
+        if t > budget.latency:
+            parts.append(f"--latency {budget.latency:g} is below the smallest achievable {t:.4f} (predicted)")
     return "; ".join(parts) + f" (every group at keep ratio {r_min:g}); raise the budget"

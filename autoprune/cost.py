@@ -157,6 +157,10 @@ class CostModel:
     n_blocks) over ``space.blocks``.
     """
 
+    latency_model = None
+    """An optional :class:`autoprune.latency.LatencyModel` of the same space; the budget
+    projection sets it when it has a latency budget."""
+
     def __init__(self, space: PruningSpace) -> None:
         self.space = space
         names = [b.name for b in space.blocks]

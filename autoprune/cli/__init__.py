@@ -11,6 +11,7 @@ import click
 
 import autoprune
 from autoprune.cli import apply, dense, search, supernet
+from autoprune.cli import latency as latency_cmd
 from autoprune.cli import sensitivity as sensitivity_cmd
 from autoprune.cli.console import stderr
 from autoprune.errors import AutopruneError
@@ -32,6 +33,7 @@ for command in (
     apply.apply,
     search.dashboard,
     sensitivity_cmd.sensitivity,
+    latency_cmd.latency_table,
     supernet.supernet,
 ):
     cli.add_command(command)

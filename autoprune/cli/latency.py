@@ -1,0 +1,82 @@
+"""``autoprune latency-table``: time every prunable layer of a model on this device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from autoprune.cli.console import stdout
+
+
+@click.command("latency-table")
+@click.option("--arch", required=True, help="Model name (see `autoprune models`).")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Dense checkpoint (its widths and input size); default: a fresh --arch model.",
+)
+@click.option(
+    "--input-size",
+    type=click.IntRange(8),
+    default=32,
+    show_default=True,
+    help="Image side when no checkpoint is given.",
+)
+@click.option(
+    "--num-classes",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="Classes when no checkpoint is given.",
+)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (the target device).")
+@click.option("--runtime", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch threads (default: torch's).")
+@click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    help="Timing rounds per grid point (minimum kept).",
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Table JSON.")
+def latency_table(
+    arch, checkpoint, input_size, num_classes, device, runtime, batch_size, threads, rounds, out
+):
+    """Build a latency table: each conv/linear layer (with its BN and activation) timed on a
+    grid of widths on DEVICE, plus the dense model's remainder.
+
+    Example: autoprune latency-table --arch resnet20 --batch-size 32 --threads 1 --out lut.json
+    """
+    import autoprune
+    from autoprune.latency import build_latency_table, check_runtime
+
+    check_runtime(runtime)
+    if checkpoint is not None:
+        from autoprune.checkpoint import load_model
+
+        model, ckpt = load_model(checkpoint, arch=arch)
+        input_size = ckpt.meta["input_size"]
+    else:
+        model = autoprune.create_model(arch, num_classes, input_size)
+    table = build_latency_table(
+        model,
+        input_size,
+        arch=arch,
+        device=device,
+        batch_size=batch_size,
+        threads=threads,
+        runtime=runtime,
+        rounds=rounds,
+    )
+    table.save(out)
+    stairs = ", ".join(f"{kind} {axes['out']}" for kind, axes in table.stairs.items())
+    stdout.print(
+        f"{len(table.shapes)} layer shapes ({len(table.layers)} layers) timed in {table.build_s:.1f} s: "
+        f"dense {table.dense_ms:.2f} ms, remainder {table.remainder_ms:.2f} ms, "
+        f"output stairs {stairs}"
+    )
+    stdout.print(f"saved {out} ({table.describe()})")

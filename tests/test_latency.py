@@ -1,0 +1,132 @@
+"""Latency tables: JSON round trip, foreign tables refused, monotone interpolation, the
+projection under a latency budget, and the CLI command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import autoprune
+from autoprune.budget import Budget, project_to_budget
+from autoprune.errors import AutopruneError
+from autoprune.latency import (
+    LatencyModel,
+    LatencyTable,
+    build_latency_table,
+    detect_stair,
+    with_table_rounding,
+)
+from autoprune.prior import uniform_preferences
+from autoprune.space import PruningSpace
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    torch.manual_seed(0)
+    model = autoprune.create_model("resnet20", 10, 32).eval()
+    table = build_latency_table(model, 32, arch="resnet20", batch_size=2, threads=1, rounds=2, max_points=3)
+    space = PruningSpace.from_model(model, torch.zeros(1, 3, 32, 32), arch="resnet20")
+    return model, table, space
+
+
+def test_json_round_trip(resnet20, tmp_path):
+    _, table, _ = resnet20
+    path = table.save(tmp_path / "lut.json")
+    again = LatencyTable.load(path)
+    assert again.to_dict() == table.to_dict()
+    assert table.threads == 1 and table.batch_size == 2 and table.device == "cpu"
+    assert table.device_name and table.versions["torch"] == torch.__version__ and table.date
+    assert len(table.layers) == 22 and table.dense_ms > 0  # 19 convs, 2 shortcut convs, fc
+
+
+def test_foreign_table_refused(resnet20, tmp_path):
+    _, table, _ = resnet20
+    table.check_target("cpu")  # made here: accepted
+    data = table.to_dict()
+    data["device_name"] = "Some Other CPU"
+    foreign = LatencyTable.from_dict(data)
+    with pytest.raises(AutopruneError, match="measured on 'Some Other CPU'"):
+        foreign.check_target("cpu")
+    foreign.check_target("cpu", force=True)
+    with pytest.raises(AutopruneError, match="onnxruntime"):
+        table.check_target("cpu", runtime="onnxruntime")
+    (tmp_path / "bad.json").write_text(json.dumps({"format": "nope"}))
+    with pytest.raises(AutopruneError, match="not a latency table"):
+        LatencyTable.load(tmp_path / "bad.json")
+
+
+def test_interpolation_monotone(resnet20):
+    _, table, space = resnet20
+    for shape in table.shapes.values():
+        assert np.all(np.diff(shape.ms, axis=0) >= 0) and np.all(np.diff(shape.ms, axis=1) >= 0)
+        ins = np.arange(1, shape.ins[-1] + 1, dtype=np.float64)
+        outs = np.arange(1, shape.outs[-1] + 1, dtype=np.float64)
+        grid = shape.interpolate(ins[:, None] + 0 * outs[None, :], outs[None, :] + 0 * ins[:, None])
+        assert np.all(np.diff(grid, axis=0) >= -1e-12) and np.all(np.diff(grid, axis=1) >= -1e-12)
+    model = LatencyModel(space, table)
+    assert model.dense_ms == pytest.approx(table.dense_ms)
+    ratios = np.linspace(0.1, 1.0, 10)
+    lat = model.latency_ms(space.channels_from_ratios(ratios[:, None] * np.ones(len(space.groups))))
+    assert np.all(np.diff(lat) >= 0)
+
+
+def test_detect_stair():
+    widths = list(range(4, 68, 4))
+    stairs = [1.0 + (w - 1) // 16 for w in widths]
+    assert detect_stair(widths, stairs) == 16
+    assert detect_stair(widths, [float(w) for w in widths]) == 1
+
+
+def test_projection_meets_latency_budget(resnet20):
+    _, table, space = resnet20
+    space = with_table_rounding(space, table)
+    model = LatencyModel(space, table)
+    prefs = uniform_preferences(len(space.groups))
+    smallest = model.ratio(space.channels_from_ratios(np.full(len(space.groups), 0.1)))[0]
+    for target in (smallest + 0.3 * (1 - smallest), smallest + 0.7 * (1 - smallest)):
+        proj = project_to_budget(space, prefs, latency=target, latency_model=model)
+        assert proj.latency_ratio <= target + 1e-12
+        assert proj.latency_ratio == pytest.approx(model.ratio(space.channels_vector(proj.plan))[0])
+    both = project_to_budget(space, prefs, flops=0.5, latency=0.99, latency_model=model)
+    assert both.flops_ratio <= 0.5 and both.latency_ratio <= 0.99
+    with pytest.raises(AutopruneError, match="latency table"):
+        project_to_budget(space, prefs, latency=0.5)
+    with pytest.raises(AutopruneError, match="--latency"):
+        Budget(latency=1.5)
+
+
+def test_table_rounding_keeps_groups(resnet20):
+    _, table, space = resnet20
+    rounded = with_table_rounding(space, table)
+    assert rounded.group_ids == space.group_ids
+    assert all(g.channels >= 2 * g.round_to or g.round_to == 1 for g in rounded.groups)
+
+
+def test_cli_latency_table(tmp_path):
+    from click.testing import CliRunner
+
+    from autoprune.cli import cli
+
+    out = tmp_path / "lut.json"
+    runner = CliRunner()
+    result = runner.invoke(
+        cli,
+        [
+            "latency-table",
+            "--arch",
+            "resnet20",
+            "--batch-size",
+            "1",
+            "--threads",
+            "1",
+            "--rounds",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert LatencyTable.load(out).arch == "resnet20"
