@@ -68,7 +68,16 @@ def load_torch_file(path: str | os.PathLike, what: str) -> Any:
         raise AutopruneError(f"{what} {str(path)!r} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+    except (
+        RuntimeError,
+        pickle.UnpicklingError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        KeyError,  # a legacy (non-zip) load of a text file fails on an unknown persistent id
+        IndexError,
+        UnicodeDecodeError,
+    ) as exc:
         detail = (
             "it holds pickled objects, which autoprune never loads"
             if "Unsupported global" in str(exc)

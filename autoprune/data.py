@@ -292,7 +292,13 @@ def _image_folder(root: Path, size: int, name: str):
         [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()] + base + norm
     )
     plain_t = v2.Compose([v2.Resize(int(size * 8 / 7), antialias=True), v2.CenterCrop(size)] + base + norm)
-    train = torchvision.datasets.ImageFolder(str(train_dir), transform=train_t)
-    plain = torchvision.datasets.ImageFolder(str(train_dir), transform=plain_t)
-    test = torchvision.datasets.ImageFolder(str(val_dir), transform=plain_t)
+    try:
+        train = torchvision.datasets.ImageFolder(str(train_dir), transform=train_t)
+        plain = torchvision.datasets.ImageFolder(str(train_dir), transform=plain_t)
+        test = torchvision.datasets.ImageFolder(str(val_dir), transform=plain_t)
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        # torchvision: "Couldn't find any class folder in ..." / "Found no valid file for the classes ..."
+        raise AutopruneError(
+            f"{name}: no images to use at {root} ({str(exc).splitlines()[0][:200]})"
+        ) from None
     return train, plain, test, len(train.classes), size

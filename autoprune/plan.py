@@ -112,7 +112,7 @@ def _int_map(v: Any, what: str) -> dict[str, int]:
         raise AutopruneError(f"plan field {what!r} must be an object of group id -> integer")
     out = {}
     for k, n in v.items():
-        if isinstance(n, bool) or not isinstance(n, (int, float)) or n != int(n):
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n != int(n):
             raise AutopruneError(f"plan {what}[{k!r}] must be an integer, got {n!r}")
         out[str(k)] = int(n)
     return out
@@ -123,7 +123,7 @@ def _float_map(v: Any, what: str) -> dict[str, float]:
         raise AutopruneError(f"plan field {what!r} must be an object of group id -> number")
     out = {}
     for k, r in v.items():
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or math.isnan(r):
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r):
             raise AutopruneError(f"plan {what}[{k!r}] must be a number, got {r!r}")
         out[str(k)] = float(r)
     return out
