@@ -8,12 +8,13 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.markup import escape
 
 import autoprune
 from autoprune.cli import apply, dense, search, supernet
 from autoprune.cli import latency as latency_cmd
 from autoprune.cli import sensitivity as sensitivity_cmd
-from autoprune.cli.console import stderr
+from autoprune.cli.console import finish_all, stderr
 from autoprune.errors import AutopruneError
 
 
@@ -40,20 +41,39 @@ for command in (
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors become one line on stderr and exit code 2.
+
+    An OSError that reaches here (a full disk, a permission refused while writing) is the
+    environment's problem, not a bug: one line too, after the atomic writers have kept
+    every previous file intact. Ctrl-C exits with 130 and one line.
+    """
     try:
         code = cli.main(args=argv, prog_name="autoprune", standalone_mode=False)
-    except AutopruneError as exc:
-        stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except click.UsageError as exc:
-        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
-        stderr.print(f"[red]error:[/red] {exc.format_message()}{hint}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except click.ClickException as exc:
-        stderr.print(f"[red]error:[/red] {exc.format_message()}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.Abort):
-        stderr.print("interrupted")
-        sys.exit(130)
+    except BaseException:
+        finish_all()
+        try:
+            raise
+        except AutopruneError as exc:
+            _error(str(exc))
+            sys.exit(2)
+        except click.UsageError as exc:
+            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+            _error(f"{exc.format_message()}{hint}")
+            sys.exit(2)
+        except click.ClickException as exc:
+            _error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            _error(f"{exc.strerror or exc}{where}")
+            sys.exit(2)
+        except (KeyboardInterrupt, click.Abort):
+            stderr.print("interrupted")
+            sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error(message: str) -> None:
+    """One line ``error: ...`` on stderr (newlines in a message are folded)."""
+    line = " ".join(message.split("\n"))
+    stderr.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from autoprune.cli.console import RichReporter, stderr, stdout
-from autoprune.cli.options import device_option
+from autoprune.cli.options import device_option, trust_code_option
 from autoprune.registry import CRITERIA, EXPORTS
 
 
@@ -53,8 +53,21 @@ from autoprune.registry import CRITERIA, EXPORTS
     "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("pruned.pt"), show_default=True
 )
 @device_option
+@trust_code_option
 def apply(
-    plan, checkpoint, criterion, finetune_epochs, kd, lr, batch_size, export, data_dir, seed, out, device
+    plan,
+    checkpoint,
+    criterion,
+    finetune_epochs,
+    kd,
+    lr,
+    batch_size,
+    export,
+    data_dir,
+    seed,
+    out,
+    device,
+    trust_code,
 ) -> None:
     """Build the physically smaller network from PLAN (best_trial.json or a plan JSON).
 
@@ -76,6 +89,7 @@ def apply(
         device=device,
         seed=seed,
         reporter=RichReporter(),
+        trust_code=trust_code,
     )
     for note in report.notes:
         stderr.print(note)

@@ -16,6 +16,13 @@ from autoprune.progress import Reporter
 
 stderr = Console(stderr=True)
 stdout = Console(highlight=False)
+_LIVE: set[RichReporter] = set()
+
+
+def finish_all() -> None:
+    """Stop every live progress line (on Ctrl-C or an error, before the one message line)."""
+    for reporter in list(_LIVE):
+        reporter.finish()
 
 
 def _fmt(value: object) -> str:
@@ -46,6 +53,7 @@ class RichReporter(Reporter):
             transient=False,
         )
         self._progress.start()
+        _LIVE.add(self)
         self._task = self._progress.add_task(phase, total=total, info="")
 
     def advance(self, n: int = 1, **info: object) -> None:
@@ -58,6 +66,7 @@ class RichReporter(Reporter):
         self._console.print(message)
 
     def finish(self) -> None:
+        _LIVE.discard(self)
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

@@ -9,7 +9,7 @@ from rich.table import Table
 
 import autoprune
 from autoprune.cli.console import RichReporter, stdout
-from autoprune.cli.options import data_options, device_option
+from autoprune.cli.options import data_options, device_option, names_user_builder, trust_code_option
 
 
 @click.command()
@@ -21,7 +21,11 @@ def models() -> None:
 
 
 @click.command()
-@click.option("--arch", required=True, help="Model name (see `autoprune models`).")
+@click.option(
+    "--arch",
+    required=True,
+    help="Model name (see `autoprune models`); naming a module:callable here imports and runs it.",
+)
 @data_options("digits")
 @click.option("--epochs", type=click.IntRange(1), default=15, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True)
@@ -40,10 +44,14 @@ def models() -> None:
     default=Path("dense.pt"),
     show_default=True,
 )
-def train(arch, dataset, data_dir, epochs, lr, batch_size, seed, input_size, device, out) -> None:
+@trust_code_option
+def train(arch, dataset, data_dir, epochs, lr, batch_size, seed, input_size, device, out, trust_code) -> None:
     """Train a dense model (SGD + cosine) and save a checkpoint.
 
     Example: autoprune train --arch resnet20 --dataset digits --epochs 15 --out dense.pt
+
+    A module:callable --arch is built because you named it on the command line (--trust-code
+    is implied here). Ctrl-C stops within one batch and writes nothing.
     """
     from autoprune.jobs import train_dense
 
@@ -59,17 +67,19 @@ def train(arch, dataset, data_dir, epochs, lr, batch_size, seed, input_size, dev
         input_size=input_size,
         device=device,
         reporter=RichReporter(),
+        trust_code=trust_code or names_user_builder(arch),
     )
     stdout.print(f"test accuracy {result.accuracy:.2%} ({arch} on {dataset}) -> {out}")
 
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-def inspect(checkpoint: Path) -> None:
+@trust_code_option
+def inspect(checkpoint: Path, trust_code: bool) -> None:
     """Print a checkpoint's arch, dataset, params, FLOPs and accuracy."""
     from autoprune.jobs import describe_checkpoint
 
-    info = describe_checkpoint(checkpoint)
+    info = describe_checkpoint(checkpoint, trust_code=trust_code)
     table = Table(show_header=False, box=None)
     for key, value in info.items():
         table.add_row(key, value)

@@ -31,3 +31,31 @@ def data_options(default: str):
         )(f)
 
     return decorate
+
+
+TRUST_CODE_HELP = (
+    "Build module:callable models named by files (checkpoint, plan, study); "
+    "only for files you trust: it imports and runs that code."
+)
+
+
+def trust_code_option(f):
+    return click.option("--trust-code", is_flag=True, help=TRUST_CODE_HELP)(f)
+
+
+def train_missing_option(f):
+    return click.option(
+        "--train-missing",
+        is_flag=True,
+        help="If the --checkpoint file does not exist, train a dense model there first "
+        "(without this flag a missing path is an error).",
+    )(f)
+
+
+def names_user_builder(arch: str | None) -> bool:
+    """``arch`` is a ``module:callable`` builder (not a built-in or torchvision name).
+
+    Naming one with ``--arch`` on the command line counts as trusting it: the user typed
+    the name, no file supplied it.
+    """
+    return bool(arch) and ":" in arch and not arch.startswith("torchvision:")

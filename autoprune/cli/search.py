@@ -10,7 +10,13 @@ from pathlib import Path
 import click
 
 from autoprune.cli.console import RichReporter, stderr, stdout
-from autoprune.cli.options import data_options, device_option
+from autoprune.cli.options import (
+    data_options,
+    device_option,
+    names_user_builder,
+    train_missing_option,
+    trust_code_option,
+)
 from autoprune.registry import (
     CHANNEL_CRITERIA,
     PRIORS,
@@ -22,11 +28,39 @@ from autoprune.registry import (
     TRIAL_PRUNERS,
 )
 
+MAX_TRIALS = 1_000_000  # autoprune.jobs.search.MAX_TRIALS
+
+
+class TrialsInterrupt:
+    """Ctrl-C that stops at once during setup and finishes the current trial once trials run.
+
+    ``arm()`` (passed to the job as ``on_trials_start``) installs :func:`graceful_interrupt`'s
+    handler; until then the default handler raises KeyboardInterrupt immediately, so dense
+    training or the sensitivity prior stop within one batch. Use it as a context manager.
+    """
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._context = None
+
+    def arm(self) -> None:
+        if self._context is None:
+            self._context = graceful_interrupt(self.stop)
+            self._context.__enter__()
+
+    def __enter__(self) -> TrialsInterrupt:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._context is not None:
+            self._context.__exit__(None, None, None)
+            self._context = None
+
 
 @contextmanager
-def graceful_interrupt():
+def graceful_interrupt(stop: threading.Event | None = None):
     """First Ctrl-C: finish the current trial, then stop. Second Ctrl-C: abort now."""
-    stop = threading.Event()
+    stop = stop if stop is not None else threading.Event()
 
     def handler(signum, frame):
         if stop.is_set():
@@ -77,8 +111,10 @@ def _print_result(result) -> None:
 @click.option(
     "--checkpoint",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Dense checkpoint; trained there first if it does not exist (default RUN_DIR/dense.pt).",
+    help="Dense checkpoint (default RUN_DIR/dense.pt, trained there first if missing, and said so). "
+    "A --checkpoint path that does not exist is an error unless --train-missing.",
 )
+@train_missing_option
 @click.option(
     "--dense-epochs",
     type=click.IntRange(1),
@@ -89,7 +125,12 @@ def _print_result(result) -> None:
 @click.option(
     "--sensitivity",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="sens.json from `autoprune sensitivity --unit group`.",
+    help="sens.json from `autoprune sensitivity --unit group` on the same checkpoint.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Use a --sensitivity file computed on another checkpoint than this one.",
 )
 @click.option(
     "--sensitivity-method",
@@ -148,7 +189,11 @@ def _print_result(result) -> None:
     help="Which channels a candidate keeps.",
 )
 @click.option(
-    "--trials", type=click.IntRange(1), default=100, show_default=True, help="Trials this process runs."
+    "--trials",
+    type=click.IntRange(1, MAX_TRIALS),
+    default=100,
+    show_default=True,
+    help="Trials this process runs.",
 )
 @click.option(
     "--timeout",
@@ -190,6 +235,7 @@ def _print_result(result) -> None:
     help="Search-split images per trial (default: all).",
 )
 @device_option
+@trust_code_option
 def search(**options) -> None:
     """Search per-group channel counts under a budget with an Optuna study.
 
@@ -200,28 +246,38 @@ def search(**options) -> None:
     """
     from autoprune.jobs import SearchConfig, run_search
 
+    options["trust_code"] = options["trust_code"] or names_user_builder(options["arch"])
     config = SearchConfig(**{k: str(v) if isinstance(v, Path) else v for k, v in options.items()})
-    with graceful_interrupt() as stop:
-        result = run_search(config, RichReporter(), stop)
+    with TrialsInterrupt() as interrupt:
+        result = run_search(config, RichReporter(), interrupt.stop, on_trials_start=interrupt.arm)
     _print_result(result)
 
 
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--storage", default=None, help="The study's storage URL (default: RUN_DIR/study.journal).")
+@click.option(
+    "--storage",
+    default=None,
+    help="The study's storage URL, password included (default: RUN_DIR/study.journal). "
+    "best_trial.json names the storage with its password hidden (***), so pass the real URL here.",
+)
 @click.option("--study", default=None, help="Study name (needed when the storage holds several).")
-@click.option("--trials", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--trials", type=click.IntRange(1, MAX_TRIALS), default=100, show_default=True)
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None)
 @click.option("--seed", type=int, default=None, help="Sampler seed for this worker (default: random).")
 @device_option
-def worker(run_dir, storage, study, trials, timeout, seed, device) -> None:
+@trust_code_option
+def worker(run_dir, storage, study, trials, timeout, seed, device, trust_code) -> None:
     """Run trials for an existing study, from another process or machine.
 
     Example: autoprune worker runs/resnet20-digits-flops0.5 --trials 20
+
+    The study's model is built from its stored config; a module:callable arch there is built
+    only with this worker's own --trust-code (the stored config never grants it).
     """
     from autoprune.jobs import run_worker
 
-    with graceful_interrupt() as stop:
+    with TrialsInterrupt() as interrupt:
         result = run_worker(
             run_dir,
             storage=storage,
@@ -231,7 +287,9 @@ def worker(run_dir, storage, study, trials, timeout, seed, device) -> None:
             device=device,
             seed=seed,
             reporter=RichReporter(),
-            stop=stop,
+            stop=interrupt.stop,
+            trust_code=trust_code,
+            on_trials_start=interrupt.arm,
         )
     _print_result(result)
 

@@ -9,7 +9,13 @@ import click
 from rich.table import Table
 
 from autoprune.cli.console import RichReporter, stdout
-from autoprune.cli.options import data_options, device_option
+from autoprune.cli.options import (
+    data_options,
+    device_option,
+    names_user_builder,
+    train_missing_option,
+    trust_code_option,
+)
 from autoprune.registry import SENSITIVITY_METHODS, SENSITIVITY_UNITS
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
@@ -46,9 +52,10 @@ def _parse_sigmas(text: str) -> list[float]:
     "--checkpoint",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Dense checkpoint. If it does not exist (default dense-ARCH-DATASET.pt next to --out), "
-    "a dense model is trained there first and later runs reuse it.",
+    help="Dense checkpoint (default dense-ARCH-DATASET.pt next to --out, trained there first if missing "
+    "and reused by later runs). A --checkpoint path that does not exist is an error unless --train-missing.",
 )
+@train_missing_option
 @click.option("--method", type=click.Choice(SENSITIVITY_METHODS.names), default="sr-init", show_default=True)
 @click.option(
     "--unit",
@@ -136,6 +143,7 @@ def _parse_sigmas(text: str) -> list[float]:
     default=None,
     help="PNG bar chart (default: --out with .png).",
 )
+@trust_code_option
 @click.pass_context
 def sensitivity(
     ctx: click.Context,
@@ -163,6 +171,8 @@ def sensitivity(
     device,
     out,
     chart,
+    train_missing,
+    trust_code,
 ) -> None:
     """Measure how much each block or channel group matters (SR-init, SBPF, BN-gamma).
 
@@ -207,6 +217,8 @@ def sensitivity(
         device=device,
         out=out,
         chart=chart,
+        train_missing=train_missing,
+        trust_code=trust_code or names_user_builder(arch),
     )
     result = run_sensitivity_job(job, reporter=RichReporter())
     _print_summary(result)

@@ -16,6 +16,7 @@ from autoprune.device import resolve_device
 from autoprune.errors import AutopruneError
 from autoprune.flops import measured_macs, param_count
 from autoprune.io import read_json
+from autoprune.jobs.paths import check_writable_file, removed_on_failure
 from autoprune.latency import latency_ms
 from autoprune.plan import Plan
 from autoprune.progress import SILENT, Reporter
@@ -63,19 +64,24 @@ def apply_plan_file(
     device: str = "auto",
     seed: int = 0,
     reporter: Reporter = SILENT,
+    trust_code: bool = False,
 ) -> ApplyReport:
     """Prune a dense checkpoint by a Plan (or best_trial.json), optionally fine-tune, save and export.
 
     ``criterion`` is one of :data:`autoprune.registry.CRITERIA`; ``auto`` tries each data-free
-    criterion on the search split and keeps the most accurate candidate.
+    criterion on the search split and keeps the most accurate candidate. A checkpoint naming a
+    ``module:callable`` builder is rebuilt only with ``trust_code=True``. Every input is
+    checked before the work starts; on failure or Ctrl-C no file is left half written and
+    folders made for ``out`` are removed.
     """
     CRITERIA.check(criterion)
     if export is not None:
         EXPORTS.check(export)
     dev = resolve_device(device)
+    check_writable_file(out, "--out")
     plan, document = _read_plan(plan_path)
     checkpoint, notes = _checkpoint_of(document, plan_path, checkpoint)
-    dense, ckpt = load_model(checkpoint, arch=document.get("arch"))
+    dense, ckpt = load_model(checkpoint, arch=document.get("arch"), trust_code=trust_code)
     meta = ckpt.meta
     space = space_for(dense, ckpt.arch, meta["input_size"], meta["num_classes"])
     space.check_plan(plan)
@@ -94,8 +100,10 @@ def apply_plan_file(
         label = f"pruned + fine-tune {finetune_epochs} ep" + (" (KD)" if kd else "")
         rows.append(_row(label, pruned, splits, dev))
     pruned.cpu().eval()
-    saved = save_pruned(out, result)
-    return ApplyReport(rows, saved, _export(pruned, Path(out), export, meta["input_size"]), notes)
+    with removed_on_failure(out):
+        saved = save_pruned(out, result)
+        exported = _export(pruned, Path(out), export, meta["input_size"])
+    return ApplyReport(rows, saved, exported, notes)
 
 
 def _read_plan(path: str | os.PathLike) -> tuple[Plan, dict[str, Any]]:
@@ -109,9 +117,17 @@ def _checkpoint_of(
 ) -> tuple[str | os.PathLike, list[str]]:
     """The dense checkpoint: the one given, else the one the plan document names."""
     if checkpoint is None:
-        if "checkpoint" not in document:
+        named = document.get("checkpoint")
+        if named is None:
             raise AutopruneError(f"{plan_path} names no dense checkpoint; pass --checkpoint dense.pt")
-        return document["checkpoint"], []
+        if not isinstance(named, str) or not named:
+            raise AutopruneError(
+                f"{plan_path}: its 'checkpoint' must be a file path, not {named!r}; "
+                "pass --checkpoint dense.pt"
+            )
+        return named, []
+    if not Path(checkpoint).is_file():
+        raise AutopruneError(f"checkpoint {str(checkpoint)!r} does not exist")
     if document.get("checkpoint_sha256") not in (None, file_sha256(checkpoint)):
         return checkpoint, [f"note: {checkpoint} is not the checkpoint this plan was searched on"]
     return checkpoint, []

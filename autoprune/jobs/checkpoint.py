@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoprune.data import load_dataset
+from autoprune.device import resolve_device
 from autoprune.errors import AutopruneError
 from autoprune.jobs import dense
+from autoprune.jobs.paths import check_writable_file
+from autoprune.models import create_model
 from autoprune.progress import SILENT, Reporter
 
 
@@ -23,23 +26,42 @@ class DenseRecipe:
     seed: int = 0
     input_size: int | None = None
     device: str = "auto"
+    trust_code: bool = False  # build a module:callable arch (the user named it, or allowed it)
 
 
 def ensure_checkpoint(
-    given: str | os.PathLike | None, default: Path, recipe: DenseRecipe, reporter: Reporter = SILENT
+    given: str | os.PathLike | None,
+    default: Path,
+    recipe: DenseRecipe,
+    reporter: Reporter = SILENT,
+    *,
+    train_missing: bool = False,
 ) -> Path:
-    """The dense checkpoint to use: ``given``, else ``default``; trained there first if it does not exist.
+    """The dense checkpoint to use: ``given``, else ``default``; trained first if it does not exist.
 
-    Later runs find the file and reuse it.
+    A ``given`` path that does not exist is an error unless ``train_missing`` (a mistyped
+    path must not start a long training run); the ``default`` path is trained when missing,
+    and later runs find the file and reuse it. The dataset, device and model are checked
+    before the training note is printed, so a bad name is one error line.
     """
     path = Path(given) if given is not None else default
     if path.is_file():
         if given is None:
             reporter.note(f"using the dense checkpoint {path} from a previous run")
         return path
+    if path.is_dir():
+        raise AutopruneError(f"checkpoint {str(path)!r} is a folder, not a file")
+    if given is not None and not train_missing:
+        raise AutopruneError(
+            f"checkpoint {str(path)!r} does not exist; check the path, or pass --train-missing "
+            "(with --arch) to train a dense model there first"
+        )
     if recipe.arch is None:
         raise AutopruneError(f"checkpoint {str(path)!r} does not exist; give --arch to train one there first")
-    load_dataset(recipe.dataset, recipe.data_dir, input_size=recipe.input_size)  # fail before announcing
+    check_writable_file(path, "checkpoint")
+    resolve_device(recipe.device)
+    splits = load_dataset(recipe.dataset, recipe.data_dir, input_size=recipe.input_size)
+    create_model(recipe.arch, splits.num_classes, splits.input_size, trust_code=recipe.trust_code)
     reporter.note(
         f"no checkpoint at {path}: training a dense {recipe.arch} on {recipe.dataset} first "
         f"({recipe.epochs} epochs; later runs reuse it)"
@@ -54,5 +76,6 @@ def ensure_checkpoint(
         input_size=recipe.input_size,
         device=recipe.device,
         reporter=reporter,
+        trust_code=recipe.trust_code,
     )
     return path

@@ -11,7 +11,9 @@ import torch
 from autoprune.checkpoint import load_model, save_checkpoint
 from autoprune.data import load_dataset
 from autoprune.device import resolve_device
+from autoprune.errors import AutopruneError
 from autoprune.flops import measured_macs, param_count
+from autoprune.jobs.paths import check_writable_file, removed_on_failure
 from autoprune.models import create_model
 from autoprune.progress import SILENT, Reporter
 from autoprune.train import TrainConfig, evaluate_dataset, train
@@ -36,32 +38,46 @@ def train_dense(
     input_size: int | None = None,
     device: str = "auto",
     reporter: Reporter = SILENT,
+    trust_code: bool = False,
 ) -> DenseResult:
-    """Train ``arch`` on ``dataset`` and save the checkpoint atomically to ``out``."""
+    """Train ``arch`` on ``dataset`` and save the checkpoint atomically to ``out``.
+
+    Every input is checked before training starts (device, epochs, output path, dataset,
+    model). A ``module:callable`` ``arch`` is built only with ``trust_code=True`` (the CLI's
+    ``train --arch pkg:fn`` counts as the user naming it). On failure or Ctrl-C nothing is
+    written: ``out`` keeps its previous contents and folders made for it are removed.
+    """
     dev = resolve_device(device)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise AutopruneError(f"epochs must be a positive whole number, got {epochs!r}")
+    check_writable_file(out, "checkpoint")
     splits = load_dataset(dataset, data_dir, input_size=input_size, seed=seed)
     torch.manual_seed(seed)
-    model = create_model(arch, splits.num_classes, splits.input_size)
+    model = create_model(arch, splits.num_classes, splits.input_size, trust_code=trust_code)
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-    train(model, splits, config, device=dev, reporter=reporter)
-    accuracy = evaluate_dataset(model, splits.test, dev).accuracy
-    save_checkpoint(
-        out,
-        model,
-        arch=arch,
-        dataset=dataset,
-        num_classes=splits.num_classes,
-        input_size=splits.input_size,
-        accuracy=accuracy,
-        seed=seed,
-        epochs=epochs,
-    )
+    with removed_on_failure(out):
+        train(model, splits, config, device=dev, reporter=reporter)
+        accuracy = evaluate_dataset(model, splits.test, dev).accuracy
+        save_checkpoint(
+            out,
+            model,
+            arch=arch,
+            dataset=dataset,
+            num_classes=splits.num_classes,
+            input_size=splits.input_size,
+            accuracy=accuracy,
+            seed=seed,
+            epochs=epochs,
+        )
     return DenseResult(Path(out), accuracy)
 
 
-def describe_checkpoint(path: str | os.PathLike) -> dict[str, str]:
-    """Arch, dataset, params, FLOPs (MACs) and accuracy of a dense checkpoint."""
-    model, ckpt = load_model(path)
+def describe_checkpoint(path: str | os.PathLike, *, trust_code: bool = False) -> dict[str, str]:
+    """Arch, dataset, params, FLOPs (MACs) and accuracy of a dense checkpoint.
+
+    A checkpoint naming a ``module:callable`` builder is rebuilt only with ``trust_code=True``.
+    """
+    model, ckpt = load_model(path, trust_code=trust_code)
     meta = ckpt.meta
     size = meta["input_size"]
     macs = measured_macs(model, torch.zeros(1, 3, size, size))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from autoprune.data import EvalBatches, load_dataset
 from autoprune.device import resolve_device
 from autoprune.errors import AutopruneError
 from autoprune.jobs.checkpoint import DenseRecipe, ensure_checkpoint
+from autoprune.jobs.paths import check_writable_dir
 from autoprune.jobs.supernet import prepare_search_supernet, search_supernet_options
 from autoprune.prior import R_MIN, preferences_from_sensitivity, uniform_preferences
 from autoprune.progress import SILENT, Reporter
@@ -52,7 +54,7 @@ from autoprune.search.objective import PlanObjective, SearchSpaceSpec, prior_log
 from autoprune.search.outputs import StudyPointer, SummaryPacer, refresh_outputs
 from autoprune.search.proxies import create_proxy
 from autoprune.search.samplers import create_pruner, create_sampler
-from autoprune.search.storage import StudyStorage, open_storage
+from autoprune.search.storage import JOURNAL_NAME, StudyStorage, open_storage
 from autoprune.search_spaces import space_for
 from autoprune.space import PruningSpace
 
@@ -95,6 +97,9 @@ class SearchConfig:
     search_images: int | None = None
     r_min: float = R_MIN
     extra: dict[str, Any] = field(default_factory=dict)
+    train_missing: bool = False  # a missing --checkpoint path: train the dense model there (else an error)
+    force: bool = False  # use a --sensitivity file computed on another checkpoint
+    trust_code: bool = False  # build a module:callable arch; never stored: each process decides
 
     def validate(self) -> Budget:
         for name, value, valid in (
@@ -113,11 +118,13 @@ class SearchConfig:
             raise AutopruneError(f"unknown --proxy-metric {self.proxy_metric!r}; valid: {valid}")
         if self.proxy_metric != "acc" and self.proxy != "supernet":
             raise AutopruneError(f"--proxy-metric {self.proxy_metric} needs --proxy supernet")
-        if self.trials < 1:
-            raise AutopruneError(f"--trials must be at least 1, got {self.trials}")
+        check_trials(self.trials)
         if self.timeout is not None and not self.timeout > 0:
             raise AutopruneError(f"--timeout must be positive seconds, got {self.timeout}")
-        return Budget(self.flops, self.params)
+        budget = Budget(self.flops, self.params)
+        resolve_device(self.device)  # before anything is created or computed
+        check_writable_dir(self.run_dir(), "run folder")
+        return budget
 
     def study_name(self) -> str:
         if self.study:
@@ -145,13 +152,31 @@ class SearchResult:
     interrupted: bool
 
 
+MAX_TRIALS = 1_000_000
+
+
+def check_trials(trials: int) -> None:
+    if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= MAX_TRIALS:
+        raise AutopruneError(f"--trials must be a whole number from 1 to {MAX_TRIALS:,}, got {trials!r}")
+
+
 def run_search(
-    config: SearchConfig, reporter: Reporter = SILENT, stop: threading.Event | None = None
+    config: SearchConfig,
+    reporter: Reporter = SILENT,
+    stop: threading.Event | None = None,
+    *,
+    on_trials_start: Callable[[], None] | None = None,
 ) -> SearchResult:
-    """Create or resume the study described by ``config`` and run ``config.trials`` trials."""
+    """Create or resume the study described by ``config`` and run ``config.trials`` trials.
+
+    ``on_trials_start`` is called once setup (dense training, sensitivity prior) is done and the
+    first trial is about to start: the CLI installs its finish-the-current-trial Ctrl-C handler
+    there, so Ctrl-C during setup stops at once. ``SearchResult.storage`` is the redacted URL.
+    """
     budget = config.validate()
     run_dir = config.run_dir()
     fresh_folder = _outermost_missing(run_dir)
+    fresh_journal = config.storage is None and not (run_dir / JOURNAL_NAME).exists()
     opened = open_storage(run_dir, config.storage)
     name = config.study_name()
     stored = _stored_config(opened, name)
@@ -162,6 +187,9 @@ def run_search(
         except BaseException:
             if fresh_folder is not None:  # a failed start leaves nothing behind
                 shutil.rmtree(fresh_folder, ignore_errors=True)
+            elif fresh_journal:  # the folder was there: remove only the journal this run made
+                for made in (JOURNAL_NAME, JOURNAL_NAME + ".flock"):  # the journal and its lock file
+                    (run_dir / made).unlink(missing_ok=True)
             raise
     else:
         _check_resume(stored, config, name)
@@ -173,7 +201,17 @@ def run_search(
         )
         reporter.note(f"resuming study {name!r} ({len(study.trials)} trials so far)")
     return _optimize(
-        study, opened, run_dir, stored, config.trials, config.timeout, config.device, reporter, stop
+        study,
+        opened,
+        run_dir,
+        stored,
+        config.trials,
+        config.timeout,
+        config.device,
+        reporter,
+        stop,
+        trust_code=config.trust_code,
+        on_trials_start=on_trials_start,
     )
 
 
@@ -198,20 +236,34 @@ def run_worker(
     seed: int | None = None,
     reporter: Reporter = SILENT,
     stop: threading.Event | None = None,
+    trust_code: bool = False,
+    on_trials_start: Callable[[], None] | None = None,
 ) -> SearchResult:
-    """Join an existing study (its config comes from the study) and run trials for it."""
+    """Join an existing study (its config comes from the study) and run trials for it.
+
+    ``storage`` is the real URL (the run folder's files only hold it redacted). A study whose
+    arch is a ``module:callable`` builder needs ``trust_code=True`` from this caller: the
+    stored config never grants it.
+    """
+    check_trials(trials)
+    resolve_device(device)
+    if storage is None and not (Path(run_dir) / JOURNAL_NAME).is_file():
+        raise AutopruneError(
+            f"no study in {str(run_dir)!r}: expected {JOURNAL_NAME} there "
+            "(a mistyped folder? or pass --storage URL)"
+        )
     opened = open_storage(run_dir, storage)
     names = [s.study_name for s in optuna.get_all_study_summaries(opened.storage, include_best_trial=False)]
     if study is None:
         if len(names) != 1:
             raise AutopruneError(
-                f"{len(names)} studies in {opened.url}; name one with --study ({', '.join(names)})"
+                f"{len(names)} studies in {opened.shown_url}; name one with --study ({', '.join(names)})"
             )
         study = names[0]
     stored = _stored_config(opened, study)
     if stored is None:
         raise AutopruneError(
-            f"no autoprune study {study!r} in {opened.url}; start one with `autoprune search`"
+            f"no autoprune study {study!r} in {opened.shown_url}; start one with `autoprune search`"
         )
     loaded = optuna.load_study(
         study_name=study,
@@ -219,7 +271,19 @@ def run_worker(
         sampler=create_sampler(stored["sampler"], seed),
         pruner=create_pruner(stored["pruner"]),
     )
-    return _optimize(loaded, opened, run_dir, stored, trials, timeout, device, reporter, stop)
+    return _optimize(
+        loaded,
+        opened,
+        run_dir,
+        stored,
+        trials,
+        timeout,
+        device,
+        reporter,
+        stop,
+        trust_code=trust_code,
+        on_trials_start=on_trials_start,
+    )
 
 
 def _stored_config(opened: StudyStorage, name: str) -> dict[str, Any] | None:
@@ -231,7 +295,7 @@ def _stored_config(opened: StudyStorage, name: str) -> dict[str, Any] | None:
     if config is None and _half_created(study):
         return None  # a `search` killed while creating it: _create_study finishes the job
     if config is None:
-        raise AutopruneError(f"study {name!r} in {opened.url} was not created by autoprune")
+        raise AutopruneError(f"study {name!r} in {opened.shown_url} was not created by autoprune")
     return config
 
 
@@ -250,6 +314,8 @@ def _check_resume(stored: dict[str, Any], config: SearchConfig, name: str) -> No
         raise AutopruneError(
             f"study {name!r} has budget {stored['budget']}; use another --study for a new budget"
         )
+    if config.checkpoint and not Path(config.checkpoint).is_file():
+        raise AutopruneError(f"checkpoint {config.checkpoint!r} does not exist")
     if config.checkpoint and file_sha256(config.checkpoint) != stored["checkpoint_sha256"]:
         raise AutopruneError(f"study {name!r} was run on another checkpoint than {config.checkpoint}")
 
@@ -264,9 +330,12 @@ def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Repo
         seed=config.seed or 0,
         input_size=config.input_size,
         device=config.device,
+        trust_code=config.trust_code,
     )
-    checkpoint = ensure_checkpoint(config.checkpoint, run_dir / "dense.pt", recipe, reporter)
-    model, ckpt = load_model(checkpoint, arch=config.arch)
+    checkpoint = ensure_checkpoint(
+        config.checkpoint, run_dir / "dense.pt", recipe, reporter, train_missing=config.train_missing
+    )
+    model, ckpt = load_model(checkpoint, arch=config.arch, trust_code=config.trust_code)
     if ckpt.meta.get("dataset") not in (None, config.dataset):
         raise AutopruneError(
             f"checkpoint {checkpoint} was trained on {ckpt.meta['dataset']}, not {config.dataset}"
@@ -337,7 +406,18 @@ def _named_files(stored: dict[str, Any], run_dir: Path) -> dict[str, Path]:
     return found
 
 
-_NOT_STORED = ("trials", "timeout", "study", "storage", "out", "device", "extra")
+_NOT_STORED = (
+    "trials",
+    "timeout",
+    "study",
+    "storage",
+    "out",
+    "device",
+    "extra",
+    "train_missing",
+    "force",
+    "trust_code",
+)
 """SearchConfig fields that belong to one process, not to the study."""
 
 
@@ -367,6 +447,12 @@ def _prior(
 
     if config.sensitivity:
         sens = load_sensitivity(config.sensitivity, space, unit="group")
+        if sens.checkpoint_sha256 not in (None, checkpoint_sha256) and not config.force:
+            raise AutopruneError(
+                f"sensitivity file {config.sensitivity} was computed on another checkpoint "
+                f"(sha256 {sens.checkpoint_sha256[:12]}..., this one {checkpoint_sha256[:12]}...); "
+                "compute it again, or pass --force to use it anyway"
+            )
     else:
         path = run_dir / "sensitivity.json"
         reporter.note(f"computing {config.sensitivity_method} sensitivity per channel group (-> {path})")
@@ -420,12 +506,13 @@ def _objective(
     device_name: str,
     artifacts: optuna.artifacts.FileSystemArtifactStore,
     run_dir: Path,
+    trust_code: bool = False,
 ) -> tuple[PlanObjective, PruningSpace, Path]:
     """Rebuild the trial objective from a study's stored config (same for the first process and
     workers); also returns the checkpoint's path here."""
     device = resolve_device(device_name)
     path = _named_files(stored, run_dir)["checkpoint"]
-    model, ckpt = load_model(path, arch=stored["arch"])
+    model, ckpt = load_model(path, arch=stored["arch"], trust_code=trust_code)
     model.to(device).eval()
     space = _space(model, ckpt.meta)
     if [g.id for g in space.groups] != stored["group_ids"]:
@@ -467,11 +554,14 @@ def _optimize(
     device: str,
     reporter: Reporter,
     stop: threading.Event | None,
+    *,
+    trust_code: bool = False,
+    on_trials_start: Callable[[], None] | None = None,
 ) -> SearchResult:
-    objective, space, checkpoint = _objective(stored, device, opened.artifacts, run_dir)
+    objective, space, checkpoint = _objective(stored, device, opened.artifacts, run_dir, trust_code)
     opened.artifacts_dir.mkdir(parents=True, exist_ok=True)
     fail_dead_trials(study)  # trials of workers killed before this process started
-    pointer = StudyPointer(study.study_name, opened.url)
+    pointer = StudyPointer(study.study_name, opened.shown_url)  # never the password
     # best_trial.json names the checkpoint as found here, so `autoprune apply` works from anywhere.
     documented = {**stored, "checkpoint": str(checkpoint)}
     pacer = SummaryPacer()
@@ -492,6 +582,8 @@ def _optimize(
         if stop is not None and stop.is_set():
             study.stop()
 
+    if on_trials_start is not None:
+        on_trials_start()
     reporter.start(f"trials ({study.study_name})", trials)
     interrupted = False
     try:
@@ -502,4 +594,4 @@ def _optimize(
         reporter.finish()
         best = refresh_outputs(run_dir, study, space, pointer, documented, with_summary=True)
     interrupted = interrupted or (stop is not None and stop.is_set())
-    return SearchResult(run_dir, study.study_name, opened.url, done, best, interrupted)
+    return SearchResult(run_dir, study.study_name, opened.shown_url, done, best, interrupted)

@@ -20,6 +20,7 @@ from autoprune.data import load_dataset
 from autoprune.device import resolve_device
 from autoprune.errors import AutopruneError
 from autoprune.jobs.checkpoint import DenseRecipe, ensure_checkpoint
+from autoprune.jobs.paths import check_writable_file, removed_on_failure
 from autoprune.plan import Plan
 from autoprune.progress import SILENT, Reporter
 from autoprune.search_spaces import space_for
@@ -70,6 +71,8 @@ class SensitivityJob:
     device: str = "auto"
     out: Path = Path("sens.json")
     chart: Path | None = None
+    train_missing: bool = False  # a missing --checkpoint path: train a dense model there (else an error)
+    trust_code: bool = False  # build a module:callable arch named by the checkpoint
 
 
 @dataclass
@@ -87,8 +90,19 @@ class SensitivityJobResult:
 def run_sensitivity_job(job: SensitivityJob, reporter: Reporter = SILENT) -> SensitivityJobResult:
     """Run ``job`` (see the module docstring); files are written atomically."""
     out = Path(job.out)
+    resolve_device(job.device)  # fail before training or measuring anything
+    if job.from_json is None:
+        check_writable_file(out, "--out")
+    check_writable_file(job.chart or out.with_suffix(".png"), "--chart")
+    if job.tau is not None or job.remove_k is not None:
+        check_writable_file(job.plan_out or out.with_name(out.stem + ".plan.json"), "--plan-out")
+    with removed_on_failure(out, job.chart or out, job.plan_out or out):
+        return _run(job, out, reporter)
+
+
+def _run(job: SensitivityJob, out: Path, reporter: Reporter) -> SensitivityJobResult:
     ckpt_path = _checkpoint(job, out, reporter)
-    model, ckpt = load_model(ckpt_path, job.arch)
+    model, ckpt = load_model(ckpt_path, job.arch, trust_code=job.trust_code)
     meta = ckpt.meta
     space = space_for(model, ckpt.arch, meta["input_size"], meta["num_classes"])
     depth = job.tau is not None or job.remove_k is not None
@@ -116,9 +130,15 @@ def _checkpoint(job: SensitivityJob, out: Path, reporter: Reporter) -> Path:
         raise AutopruneError("give --checkpoint, or --arch (and --dataset) to train a dense model first")
     default = out.parent / f"dense-{job.arch}-{_safe(dataset)}.pt"
     recipe = DenseRecipe(
-        job.arch, dataset, job.data_dir, epochs=job.epochs, seed=job.seed or 0, device=job.device
+        job.arch,
+        dataset,
+        job.data_dir,
+        epochs=job.epochs,
+        seed=job.seed or 0,
+        device=job.device,
+        trust_code=job.trust_code,
     )
-    return ensure_checkpoint(job.checkpoint, default, recipe, reporter)
+    return ensure_checkpoint(job.checkpoint, default, recipe, reporter, train_missing=job.train_missing)
 
 
 def _compute(
