@@ -147,6 +147,26 @@ def test_missing_checkpoint_trains_one_then_reuses_it(run_cli, tmp_path, monkeyp
     assert "from a previous run" in r.err
 
 
+def test_missing_checkpoint_path_trains_only_with_train_missing(run_cli, tmp_path, monkeypatch):
+    """A mistyped --checkpoint is an error; --train-missing trains a dense model at that path."""
+    calls = []
+
+    def fake_train_dense(arch, dataset, out, **kwargs):
+        calls.append((arch, dataset, Path(out)))
+        _save(_calibrated_resnet20(), out)
+
+    monkeypatch.setattr("autoprune.jobs.dense.train_dense", fake_train_dense)
+    ckpt = tmp_path / "models" / "dense.pt"
+    args = ("sensitivity", "--arch", "resnet20", "--checkpoint", ckpt, "--method", "bn-gamma",
+            "--out", tmp_path / "sens.json")  # fmt: skip
+    r = run_cli(*args)
+    assert r.code == 2 and "--train-missing" in r.err and calls == []
+    assert not ckpt.parent.exists() and not (tmp_path / "sens.json").exists()
+    r = run_cli(*args, "--train-missing")
+    assert r.code == 0, r.err
+    assert calls == [("resnet20", "digits", ckpt)] and ckpt.is_file()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -179,4 +199,4 @@ def test_sensitivity_file_of_another_arch_is_one_line(run_cli, checkpoint, tmp_p
     assert "sens.json was computed for resnet56, not resnet20" in r.err
     assert len(r.err.strip().splitlines()) == 1
     r = run_cli("sensitivity", "--checkpoint", tmp_path / "nope.pt", "--out", tmp_path / "y.json")
-    assert r.code == 2 and "give --arch to train one there first" in r.err
+    assert r.code == 2 and "pass --train-missing" in r.err
