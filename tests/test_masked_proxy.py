@@ -28,6 +28,7 @@ from autoprune.data import EvalBatches
 from autoprune.executor import MaskedExecutor
 from autoprune.recalibration import recalibrate_batchnorm
 from autoprune.search.proxies import (
+    MIN_REPORT_STEPS,
     MaskedRecalProxy,
     ProxyScore,
     RecalProxy,
@@ -103,7 +104,9 @@ def case(request, one_thread):
     for name, plan in plans.items():
         search = _labelled(model, space, plan, recal, images)
         expected = _scores(RecalProxy(model, space, recal, search, device=CPU), plan)
-        assert expected[1] == [0.5, 0.5]
+        # 16 images in 2 batches; ceil(16 / MIN_REPORT_STEPS) = 2 images a report step, one of each pair right
+        assert expected[0].images == 16 and MIN_REPORT_STEPS == 12
+        assert expected[1] == [0.5] * 8
         cases[name] = (plan, search, expected)
     return request.param, model, space, recal, cases
 
