@@ -36,6 +36,7 @@ from autoprune.device import resolve_device
 from autoprune.errors import AutopruneError
 from autoprune.jobs.checkpoint import DenseRecipe, ensure_checkpoint
 from autoprune.jobs.paths import check_writable_dir
+from autoprune.jobs.source import PYTHON_SOURCE, ModelSource
 from autoprune.jobs.supernet import prepare_search_supernet, search_supernet_options
 from autoprune.prior import R_MIN, preferences_from_sensitivity, uniform_preferences
 from autoprune.progress import SILENT, Reporter
@@ -52,7 +53,6 @@ from autoprune.registry import (
 from autoprune.search.liveness import fail_dead_trials
 from autoprune.search.objective import PlanObjective, SearchSpaceSpec, prior_log
 from autoprune.search.outputs import StudyPointer, SummaryPacer, refresh_outputs
-from autoprune.search.proxies import create_proxy
 from autoprune.search.samplers import create_pruner, create_sampler
 from autoprune.search.storage import JOURNAL_NAME, StudyStorage, open_storage
 from autoprune.search_spaces import space_for
@@ -150,6 +150,7 @@ class SearchResult:
     trials_done: int
     best: optuna.trial.FrozenTrial | None
     interrupted: bool
+    study: optuna.Study | None = None
 
 
 MAX_TRIALS = 1_000_000
@@ -175,6 +176,55 @@ def run_search(
     """
     budget = config.validate()
     run_dir = config.run_dir()
+    return _run_study(
+        config,
+        prepare=lambda: _prepare(config, budget, run_dir, reporter),
+        resolve=lambda stored: _cli_source(stored, run_dir, config.device, config.trust_code),
+        reporter=reporter,
+        stop=stop,
+        on_trials_start=on_trials_start,
+    )
+
+
+def run_search_on_source(
+    config: SearchConfig,
+    source: ModelSource,
+    prior: Callable[[], Any],
+    reporter: Reporter = SILENT,
+    stop: threading.Event | None = None,
+) -> SearchResult:
+    """:func:`run_search` on a resolved in-memory ``source`` (the Python API, :func:`autoprune.search`).
+
+    The study and run folder are those of the CLI (journal, best_trial.json, trials.csv;
+    the same ``config.study`` resumes it). ``prior()`` returns the sensitivity for the prior
+    (a :class:`~autoprune.sensitivity.Sensitivity` of ``unit="group"``) or None (uniform); it
+    is called only when the study is new. The study stores no checkpoint (``source: python``):
+    workers and ``autoprune search`` refuse it, and a resume must pass the same model.
+    """
+    budget = config.validate()
+    return _run_study(
+        config,
+        prepare=lambda: _source_config(config, budget, source, prior()),
+        resolve=lambda stored: _checked_source(stored, source, config.study_name()),
+        reporter=reporter,
+        stop=stop,
+        python=True,
+    )
+
+
+def _run_study(
+    config: SearchConfig,
+    *,
+    prepare: Callable[[], dict[str, Any]],
+    resolve: Callable[[dict[str, Any]], ModelSource],
+    reporter: Reporter,
+    stop: threading.Event | None,
+    on_trials_start: Callable[[], None] | None = None,
+    python: bool = False,
+) -> SearchResult:
+    """Create (``prepare()`` gives the stored config) or resume the study, then run its trials on
+    the model ``resolve(stored)`` gives: what the CLI and the Python API share."""
+    run_dir = config.run_dir()
     fresh_folder = _outermost_missing(run_dir)
     fresh_journal = config.storage is None and not (run_dir / JOURNAL_NAME).exists()
     opened = open_storage(run_dir, config.storage)
@@ -182,7 +232,7 @@ def run_search(
     stored = _stored_config(opened, name)
     if stored is None:
         try:
-            stored = _prepare(config, budget, run_dir, reporter)
+            stored = prepare()
             study = _create_study(opened, name, stored, config)
         except BaseException:
             if fresh_folder is not None:  # a failed start leaves nothing behind
@@ -192,7 +242,7 @@ def run_search(
                     (run_dir / made).unlink(missing_ok=True)
             raise
     else:
-        _check_resume(stored, config, name)
+        _check_resume(stored, config, name, python=python)
         study = optuna.load_study(
             study_name=name,
             storage=opened.storage,
@@ -205,12 +255,12 @@ def run_search(
         opened,
         run_dir,
         stored,
+        resolve(stored),
         config.trials,
         config.timeout,
         config.device,
         reporter,
         stop,
-        trust_code=config.trust_code,
         on_trials_start=on_trials_start,
     )
 
@@ -265,6 +315,11 @@ def run_worker(
         raise AutopruneError(
             f"no autoprune study {study!r} in {opened.shown_url}; start one with `autoprune search`"
         )
+    if stored.get("source") == PYTHON_SOURCE:
+        raise AutopruneError(
+            f"study {study!r} was made by autoprune.search() on an in-memory model, which a worker "
+            "cannot rebuild; run more trials from Python (the same out and study_name resume it)"
+        )
     loaded = optuna.load_study(
         study_name=study,
         storage=opened.storage,
@@ -276,12 +331,12 @@ def run_worker(
         opened,
         run_dir,
         stored,
+        _cli_source(stored, Path(run_dir), device, trust_code),
         trials,
         timeout,
         device,
         reporter,
         stop,
-        trust_code=trust_code,
         on_trials_start=on_trials_start,
     )
 
@@ -304,7 +359,14 @@ def _half_created(study: optuna.Study) -> bool:
     return all(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
 
 
-def _check_resume(stored: dict[str, Any], config: SearchConfig, name: str) -> None:
+def _check_resume(stored: dict[str, Any], config: SearchConfig, name: str, *, python: bool = False) -> None:
+    if (stored.get("source") == PYTHON_SOURCE) != python:
+        made, use = (
+            ("autoprune.search() on an in-memory model", "resume it from Python")
+            if not python
+            else ("`autoprune search`", "resume it with `autoprune search`")
+        )
+        raise AutopruneError(f"study {name!r} was made by {made}; {use}, or use another study name")
     for key, now in (("arch", config.arch), ("dataset", config.dataset)):
         if stored[key] != now:
             raise AutopruneError(
@@ -344,6 +406,24 @@ def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Repo
     sha = file_sha256(checkpoint)
     preferences = _prior(config, model, space, ckpt.meta, sha, run_dir, reporter)
     sensitivity = Path(config.sensitivity) if config.sensitivity else None
+    stored = _study_config(config, budget, space, preferences)
+    stored.update(
+        checkpoint=_stored_path(checkpoint, run_dir),
+        checkpoint_sha256=sha,
+        sensitivity=None if sensitivity is None else _stored_path(sensitivity, run_dir),
+        sensitivity_sha256=None if sensitivity is None else file_sha256(sensitivity),
+        input_size=ckpt.meta["input_size"],
+        num_classes=ckpt.meta["num_classes"],
+    )
+    if config.proxy == "supernet":
+        stored.update(prepare_search_supernet(config, checkpoint, sha, run_dir, reporter))
+    return stored
+
+
+def _study_config(
+    config: SearchConfig, budget: Budget, space: PruningSpace, preferences: np.ndarray
+) -> dict[str, Any]:
+    """The config a new study stores, less the model's provenance (checkpoint, sizes)."""
     uniform = project_to_budget(
         space,
         uniform_preferences(len(space.groups)),
@@ -354,21 +434,54 @@ def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Repo
     stored = {k: v for k, v in asdict(config).items() if k not in _NOT_STORED}
     stored.update(
         budget=budget.to_dict(),
-        checkpoint=_stored_path(checkpoint, run_dir),
-        checkpoint_sha256=sha,
-        sensitivity=None if sensitivity is None else _stored_path(sensitivity, run_dir),
-        sensitivity_sha256=None if sensitivity is None else file_sha256(sensitivity),
-        input_size=ckpt.meta["input_size"],
-        num_classes=ckpt.meta["num_classes"],
         group_ids=[g.id for g in space.groups],
         group_stages=[g.stage for g in space.groups],
         preferences=[float(p) for p in preferences],
         uniform_channels=[int(uniform.plan.channels[g.id]) for g in space.groups],
         versions=versions(),
     )
-    if config.proxy == "supernet":
-        stored.update(prepare_search_supernet(config, checkpoint, sha, run_dir, reporter))
     return stored
+
+
+def _source_config(
+    config: SearchConfig, budget: Budget, source: ModelSource, sensitivity: Any
+) -> dict[str, Any]:
+    """The stored config of a new study on an in-memory model (no checkpoint to re-load)."""
+    if config.proxy != "recal":
+        raise AutopruneError(f"autoprune.search() scores with the recal proxy, not {config.proxy!r}")
+    space = source.space
+    if sensitivity is None:
+        preferences = uniform_preferences(len(space.groups))
+    else:
+        preferences = _preferences(sensitivity, space)
+    stored = _study_config(config, budget, space, preferences)
+    prov = source.provenance
+    stored.update(
+        source=PYTHON_SOURCE,
+        checkpoint=None,
+        checkpoint_sha256=None,
+        model_sha256=prov.get("model_sha256"),
+        score_fn=prov.get("score_fn"),
+        sensitivity=None,
+        sensitivity_sha256=None,
+        input_size=prov.get("input_size"),
+        num_classes=prov.get("num_classes"),
+    )
+    return stored
+
+
+def _checked_source(stored: dict[str, Any], source: ModelSource, name: str) -> ModelSource:
+    """``source`` if it is the model the study was made with (state hash and groups)."""
+    if stored.get("model_sha256") not in (None, source.provenance.get("model_sha256")):
+        raise AutopruneError(
+            f"study {name!r} was made with another model (its weights differ); pass the same "
+            "model to resume it, or use another study name"
+        )
+    if stored["group_ids"] != [g.id for g in source.space.groups]:
+        raise AutopruneError(
+            f"study {name!r} has other channel groups than this model; use another study name"
+        )
+    return source
 
 
 def _stored_path(path: Path, run_dir: Path) -> str:
@@ -470,6 +583,11 @@ def _prior(
             reporter=reporter,
         )
         sens.save(path)
+    return _preferences(sens, space)
+
+
+def _preferences(sens: Any, space: PruningSpace) -> np.ndarray:
+    """The prior's preferences (ε + normalized Δ) from a group sensitivity."""
     return preferences_from_sensitivity(np.array([sens[g.id].delta for g in space.groups]))
 
 
@@ -487,7 +605,8 @@ def _create_study(
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        study.set_metric_names(["proxy_accuracy", "flops_ratio"] if multi else ["proxy_accuracy"])
+        metric = "score" if stored.get("score_fn") else "proxy_accuracy"
+        study.set_metric_names([metric, "flops_ratio"] if multi else [metric])
     for params in _spec(stored).seed_params():
         study.enqueue_trial(params, skip_if_exists=True)
     for key in ("arch", "dataset", "budget", "checkpoint_sha256", "versions"):
@@ -501,19 +620,13 @@ def _spec(stored: dict[str, Any]) -> SearchSpaceSpec:
     return SearchSpaceSpec(stored["group_ids"], stored["group_stages"], prior_log(prefs), stored["space"])
 
 
-def _objective(
-    stored: dict[str, Any],
-    device_name: str,
-    artifacts: optuna.artifacts.FileSystemArtifactStore,
-    run_dir: Path,
-    trust_code: bool = False,
-) -> tuple[PlanObjective, PruningSpace, Path]:
-    """Rebuild the trial objective from a study's stored config (same for the first process and
-    workers); also returns the checkpoint's path here."""
-    device = resolve_device(device_name)
+def _cli_source(
+    stored: dict[str, Any], run_dir: Path, device_name: str, trust_code: bool = False
+) -> ModelSource:
+    """The model source of a CLI study, rebuilt from its stored config (the first process and
+    workers alike): the checkpoint (hash-checked), its space, recal and search batches."""
     path = _named_files(stored, run_dir)["checkpoint"]
     model, ckpt = load_model(path, arch=stored["arch"], trust_code=trust_code)
-    model.to(device).eval()
     space = _space(model, ckpt.meta)
     if [g.id for g in space.groups] != stored["group_ids"]:
         raise AutopruneError(
@@ -527,20 +640,30 @@ def _objective(
         splits.train_plain, stored["batch_size"], stored["recal_batches"] * stored["batch_size"], seed=seed
     )
     search = EvalBatches.from_dataset(splits.search, stored["batch_size"], stored["search_images"])
+    provenance = {"checkpoint": path, "checkpoint_sha256": stored["checkpoint_sha256"]}
+    return ModelSource(model, space, recal, search, provenance=provenance)
+
+
+def _objective(
+    stored: dict[str, Any],
+    source: ModelSource,
+    device_name: str,
+    artifacts: optuna.artifacts.FileSystemArtifactStore,
+    run_dir: Path,
+) -> PlanObjective:
+    """The trial objective of a study on ``source`` (same for the first process and workers)."""
+    device = resolve_device(device_name)
+    source.model.to(device).eval()
     options = search_supernet_options(stored, run_dir) if stored["proxy"] == "supernet" else {}
-    proxy = create_proxy(stored["proxy"], model, space, recal, search, device, stored["criterion"], **options)
-    return (
-        PlanObjective(
-            space,
-            _spec(stored),
-            Budget(**stored["budget"]),
-            proxy,
-            r_min=stored["r_min"],
-            artifact_store=artifacts,
-            multi_objective=stored["sampler"] == "nsga2",
-        ),
-        space,
-        path,
+    proxy = source.proxy(stored["proxy"], device, stored["criterion"], **options)
+    return PlanObjective(
+        source.space,
+        _spec(stored),
+        Budget(**stored["budget"]),
+        proxy,
+        r_min=stored["r_min"],
+        artifact_store=artifacts,
+        multi_objective=stored["sampler"] == "nsga2",
     )
 
 
@@ -549,21 +672,22 @@ def _optimize(
     opened: StudyStorage,
     run_dir: Path,
     stored: dict[str, Any],
+    source: ModelSource,
     trials: int,
     timeout: float | None,
     device: str,
     reporter: Reporter,
     stop: threading.Event | None,
     *,
-    trust_code: bool = False,
     on_trials_start: Callable[[], None] | None = None,
 ) -> SearchResult:
-    objective, space, checkpoint = _objective(stored, device, opened.artifacts, run_dir, trust_code)
+    objective = _objective(stored, source, device, opened.artifacts, run_dir)
+    space, checkpoint = source.space, source.checkpoint
     opened.artifacts_dir.mkdir(parents=True, exist_ok=True)
     fail_dead_trials(study)  # trials of workers killed before this process started
     pointer = StudyPointer(study.study_name, opened.shown_url)  # never the password
     # best_trial.json names the checkpoint as found here, so `autoprune apply` works from anywhere.
-    documented = {**stored, "checkpoint": str(checkpoint)}
+    documented = {**stored, "checkpoint": None if checkpoint is None else str(checkpoint)}
     pacer = SummaryPacer()
     done = 0
     best_value: list[float] = []
@@ -594,4 +718,4 @@ def _optimize(
         reporter.finish()
         best = refresh_outputs(run_dir, study, space, pointer, documented, with_summary=True)
     interrupted = interrupted or (stop is not None and stop.is_set())
-    return SearchResult(run_dir, study.study_name, opened.shown_url, done, best, interrupted)
+    return SearchResult(run_dir, study.study_name, opened.shown_url, done, best, interrupted, study)

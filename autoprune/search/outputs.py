@@ -74,8 +74,9 @@ def best_trial_document(
         **plan.to_dict(),
         "score": {
             "proxy": config["proxy"],
-            "accuracy": trial.values[0],
+            "accuracy": trial.values[0],  # with a score_fn (Python API): its value, and loss = -value
             "loss": trial.user_attrs.get("proxy_loss"),
+            **({"score_fn": config["score_fn"]} if config.get("score_fn") else {}),
         },
         "budget": config["budget"],
         "cost": {k: trial.user_attrs[k] for k in ("flops", "params", "flops_ratio", "params_ratio")},

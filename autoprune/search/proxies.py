@@ -157,6 +157,48 @@ class RecalProxy(Proxy):
         return score_batches(pruned, self.search, report)
 
 
+class ScoreFnProxy(Proxy):
+    """The user's metric instead of top-1: prune by the plan (:func:`~autoprune.surgery.apply_plan`),
+    recalibrate BN on the user's training batches, return ``score_fn(pruned)`` (higher is better).
+
+    ``score_fn`` gets the pruned model on ``device`` in eval mode, called under
+    ``torch.no_grad()`` (``torch.enable_grad()`` inside it turns gradients back on). The score
+    is reported as one step; ``ProxyScore.loss`` is minus the score, ``images`` 0.
+    """
+
+    name = "score_fn"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        space: PruningSpace,
+        recal: EvalBatches,
+        score_fn: Callable[[nn.Module], float],
+        *,
+        device: torch.device,
+        criterion: str = "l1",
+    ) -> None:
+        self.model = model.eval()
+        self.space = space
+        self.recal = recal.to(device)
+        self.score_fn = score_fn
+        self.device = device
+        self.criterion = criterion
+
+    def score(self, plan: Plan, report: ReportFn | None = None) -> ProxyScore:
+        pruned = apply_plan(self.model, plan, self.criterion, space=self.space).model.to(self.device)
+        recalibrate_batchnorm(pruned, self.recal.images, self.device)
+        with torch.no_grad():
+            value = self.score_fn(pruned)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise AutopruneError(f"score_fn must return a number, got {type(value).__name__}") from None
+        if report is not None:
+            report(0, value)
+        return ProxyScore(value, -value, 0)
+
+
 class MaskedRecalProxy(Proxy):
     """The recal proxy on the dense network with the removed channels dead (the GPU path).
 
