@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 from autoprune.budget import plan_cost
 from autoprune.checkpoint import file_sha256, load_model
@@ -21,6 +22,7 @@ from autoprune.device import resolve_device
 from autoprune.errors import AutopruneError
 from autoprune.jobs.checkpoint import DenseRecipe, ensure_checkpoint
 from autoprune.jobs.paths import check_writable_file, removed_on_failure
+from autoprune.jobs.source import ScoreFn
 from autoprune.plan import Plan
 from autoprune.progress import SILENT, Reporter
 from autoprune.search_spaces import space_for
@@ -34,11 +36,13 @@ from autoprune.sensitivity import (
     Provenance,
     Sensitivity,
     compute_sensitivity,
+    compute_sensitivity_scored,
     depth_plan,
     load_sensitivity,
     save_chart,
 )
 from autoprune.sensitivity.depth import check_removal_count
+from autoprune.sensitivity.images import Data
 from autoprune.space import PruningSpace
 
 
@@ -157,18 +161,46 @@ def _compute(
         data = _search_split(dataset, job, meta, reporter)
         if job.images is not None and job.images > len(data):
             reporter.note(f"the search split has {len(data)} images; using all of them")
+    provenance = Provenance(arch, dataset, file_sha256(ckpt_path))
+    return measure_sensitivity(job, model, space, data, provenance, reporter)
+
+
+def measure_sensitivity(
+    job: SensitivityJob,
+    model: torch.nn.Module,
+    space: PruningSpace,
+    data: Data | ScoreFn | None,
+    provenance: Provenance,
+    reporter: Reporter = SILENT,
+) -> Sensitivity:
+    """The sensitivity of ``model``'s units once the inputs are resolved (the CLI and
+    :func:`autoprune.sensitivity` share it): ``data`` is the search split (a Dataset or an
+    (images, labels) pair), a ``score_fn(model) -> float`` (higher is better), or None for
+    bn-gamma; ``job`` gives the method, unit, seeds, images, device and threads."""
     device = resolve_device(job.device)
+    perturbation = Perturbation(job.method, seeds=job.seeds, sigmas=tuple(job.sigmas))
     with _threads(job.threads):
+        if callable(data) and not isinstance(data, Dataset):
+            return compute_sensitivity_scored(
+                model,
+                space,
+                data,
+                unit=job.unit,
+                perturbation=perturbation,
+                device=device,
+                provenance=provenance,
+                reporter=reporter,
+            )
         return compute_sensitivity(
             model,
             space,
             data,
             unit=job.unit,
-            perturbation=Perturbation(job.method, seeds=job.seeds, sigmas=tuple(job.sigmas)),
+            perturbation=perturbation,
             images=Images(count=job.images, chunk=job.chunk_size, max_memory=job.max_memory),
             adaptive=Adaptive(target=job.adaptive_target) if job.adaptive else False,
             execution=Execution.plain(device=device) if job.exact else Execution(device=device),
-            provenance=Provenance(arch, dataset, file_sha256(ckpt_path)),
+            provenance=provenance,
             reporter=reporter,
         )
 

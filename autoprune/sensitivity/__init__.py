@@ -61,6 +61,7 @@ from autoprune.sensitivity.compute import (
     Provenance,
     compute_sensitivity,
     compute_sensitivity_naive,
+    compute_sensitivity_scored,
     state_sha256,
 )
 from autoprune.sensitivity.depth import depth_plan, select_blocks_to_remove
@@ -103,6 +104,7 @@ __all__ = [
     "check_against",
     "compute_sensitivity",
     "compute_sensitivity_naive",
+    "compute_sensitivity_scored",
     "depth_plan",
     "load_sensitivity",
     "save_chart",

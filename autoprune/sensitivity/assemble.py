@@ -116,3 +116,42 @@ def assemble_bn_gamma(ref: nn.Module, units: list[Unit], header: dict, start: fl
         engine={},
         seconds=time.perf_counter() - start,
     )
+
+
+def assemble_scored(
+    header: dict,
+    units: list[Unit],
+    perturbation: Perturbation,
+    score0: float,
+    drops: list[list[float]],
+    engine: dict,
+    start: float,
+) -> Sensitivity:
+    """The :class:`Sensitivity` of a user's ``score_fn``: ``drops[i][v]`` = score0 − score of unit
+    ``i`` under variant ``v``; ``acc0`` holds score0, the loss fields and image counts are empty."""
+    results = []
+    for u, deltas in zip(units, drops, strict=True):
+        per_seed, _, per_sigma = _by_seed(deltas, [0.0] * len(deltas), perturbation)
+        results.append(
+            UnitSensitivity(
+                id=u.id,
+                kind=u.kind,
+                stage=u.stage,
+                delta=_mean(per_seed),
+                std=_std(per_seed),
+                per_seed=per_seed,
+                removable=u.removable,
+                per_sigma=per_sigma,
+            )
+        )
+    return Sensitivity(
+        **header,
+        seeds=perturbation.seed_list(),
+        sigmas=perturbation.sigma_list() if perturbation.method == "sbpf" else None,
+        images=0,
+        acc0=score0,
+        loss0=None,
+        units=results,
+        engine=engine,
+        seconds=time.perf_counter() - start,
+    )

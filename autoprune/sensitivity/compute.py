@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,7 @@ from torch.utils.data import Dataset
 from autoprune.errors import AutopruneError
 from autoprune.progress import SILENT, Reporter
 from autoprune.sensitivity.adaptive import Adaptive, adaptive_config
-from autoprune.sensitivity.assemble import assemble, assemble_bn_gamma
+from autoprune.sensitivity.assemble import assemble, assemble_bn_gamma, assemble_scored
 from autoprune.sensitivity.cached import run_cached
 from autoprune.sensitivity.engine import Engine
 from autoprune.sensitivity.images import Data, Images, as_dataset, chunks, default_chunk, example, order
@@ -40,6 +41,7 @@ from autoprune.sensitivity.job import Job, Scores
 from autoprune.sensitivity.naive import run_naive
 from autoprune.sensitivity.perturbation import Perturbation
 from autoprune.sensitivity.rescore import Rescore
+from autoprune.sensitivity.scored import run_scored
 from autoprune.sensitivity.units import Unit, units_from_space
 
 if TYPE_CHECKING:
@@ -143,6 +145,36 @@ def compute_sensitivity_naive(
     """The naive reference: :func:`compute_sensitivity` with ``execution.naive`` set."""
     naive = dataclasses.replace(execution, naive=True)
     return compute_sensitivity(model, space, data, execution=naive, **kwargs)
+
+
+def compute_sensitivity_scored(
+    model: nn.Module,
+    space: PruningSpace,
+    score_fn: Callable[[nn.Module], float],
+    *,
+    unit: str = "block",
+    perturbation: Perturbation = _PERTURBATION,
+    device: torch.device | str = "cpu",
+    provenance: Provenance = _PROVENANCE,
+    reporter: Reporter = SILENT,
+) -> Sensitivity:
+    """Sensitivity by a user's metric (higher is better): Δ = score_fn(model) − score_fn(perturbed).
+
+    Each unit's variants (:class:`Perturbation`) are swapped into a copy of ``model`` in place
+    (:mod:`.scored`); ``score_fn`` gets that copy on ``device`` in eval mode under
+    ``torch.no_grad()`` and must not change it. ``acc0`` holds the clean score; no loss fields.
+    """
+    start = time.perf_counter()
+    ref = copy.deepcopy(model).eval().to(torch.device(device))
+    units = units_from_space(space, unit, ref)
+    header = _header(space, unit, perturbation.method, provenance, ref)
+    if perturbation.method == "bn-gamma":
+        return assemble_bn_gamma(ref, units, header, start)
+    overrides = perturbation.overrides_for(ref, header["arch"])
+    variants = perturbation.variants()
+    score0, drops = run_scored(ref, units, variants, overrides, score_fn, reporter)
+    engine = {"score_fn": True, "device": str(device)}
+    return assemble_scored(header, units, perturbation, score0, drops, engine, start)
 
 
 def _header(space: PruningSpace, unit: str, method: str, provenance: Provenance, ref: nn.Module) -> dict:
