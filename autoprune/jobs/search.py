@@ -310,16 +310,7 @@ def run_worker(
                 f"{len(names)} studies in {opened.shown_url}; name one with --study ({', '.join(names)})"
             )
         study = names[0]
-    stored = _stored_config(opened, study)
-    if stored is None:
-        raise AutopruneError(
-            f"no autoprune study {study!r} in {opened.shown_url}; start one with `autoprune search`"
-        )
-    if stored.get("source") == PYTHON_SOURCE:
-        raise AutopruneError(
-            f"study {study!r} was made by autoprune.search() on an in-memory model, which a worker "
-            "cannot rebuild; run more trials from Python (the same out and study_name resume it)"
-        )
+    stored = _worker_config(opened, study)
     loaded = optuna.load_study(
         study_name=study,
         storage=opened.storage,
@@ -339,6 +330,22 @@ def run_worker(
         stop,
         on_trials_start=on_trials_start,
     )
+
+
+def _worker_config(opened: StudyStorage, study: str) -> dict[str, Any]:
+    """The stored config of the study a worker joins: one error line when there is none, or when
+    the study was made from Python (its in-memory model cannot be rebuilt here)."""
+    stored = _stored_config(opened, study)
+    if stored is None:
+        raise AutopruneError(
+            f"no autoprune study {study!r} in {opened.shown_url}; start one with `autoprune search`"
+        )
+    if stored.get("source") == PYTHON_SOURCE:
+        raise AutopruneError(
+            f"study {study!r} was made by autoprune.search() on an in-memory model, which a worker "
+            "cannot rebuild; run more trials from Python (the same out and study_name resume it)"
+        )
+    return stored
 
 
 def _stored_config(opened: StudyStorage, name: str) -> dict[str, Any] | None:
