@@ -103,7 +103,7 @@ def test_plan_meets_budget_and_prune_matches_apply_plan(net: Net, tmp_path) -> N
     assert torch.equal(same.eval()(x), reference(x))
 
 
-def test_resume_checks_the_model_and_workers_refuse(net: Net, tmp_path) -> None:
+def test_resume_checks_the_model_and_workers_refuse(net: Net, tmp_path, run_cli) -> None:
     kwargs = dict(flops=0.5, train_loader=_loader(), score_fn=_wide_conv2, out=tmp_path / "run",
                   study_name="s", prior="uniform", device="cpu", recal_batches=1)  # fmt: skip
     autoprune.search(net, X, trials=2, **kwargs)
@@ -114,6 +114,10 @@ def test_resume_checks_the_model_and_workers_refuse(net: Net, tmp_path) -> None:
         autoprune.search(other, X, trials=1, **kwargs)
     with pytest.raises(AutopruneError, match="in-memory model"):
         run_worker(tmp_path / "run", trials=1, device="cpu")
+    worker = run_cli("worker", tmp_path / "run", "--trials", "1", "--device", "cpu")
+    assert worker.code == 2 and "in-memory model" in worker.err and len(worker.err.strip().splitlines()) == 1
+    cli = run_cli("search", "--arch", "net", "--flops", "0.5", "--out", tmp_path / "run", "--study", "s")
+    assert cli.code == 2 and "resume it from Python" in " ".join(cli.err.split())
 
 
 def test_sensitivity_by_score_fn_and_by_loader(net: Net) -> None:
