@@ -109,7 +109,9 @@ def search(
 
     The study lives in ``out`` (default ``runs/<study_name>``) exactly as the CLI's: journal,
     best_trial.json, trials.csv; calling again with the same ``out`` and ``study_name`` (and the
-    same model) resumes it. Studies made here store no checkpoint: ``autoprune worker`` refuses
+    same model) resumes it. ``trials`` is the study's number of finished trials (complete or
+    pruned), as the CLI's ``--trials``: a resume runs only the missing ones (a larger number adds
+    more). Studies made here store no checkpoint: ``autoprune worker`` refuses
     them. ``options``: ``prior``, ``pruner``, ``space`` ("group"/"stage"), ``criterion``,
     ``recal_batches``, ``search_images``, ``r_min``, ``timeout``, ``device`` (default "auto"),
     ``sensitivity_method``, ``sensitivity_seeds``, ``arch`` (a zoo name: its search-space overrides).

@@ -5,7 +5,7 @@ A **group** is a set of (module, dim) places whose channels are removed together
 channels each group keeps; :meth:`PruningSpace.plan` turns keep ratios into such
 counts with the group's rounding rules:
 
-* ``round_to``: counts are multiples of it (default 8 for groups of >= 32
+* ``round_to``: counts are multiples of it (default 16 for groups of >= 32
   channels, else 1), except that a group may always keep all its channels;
 * ``min_channels``: the smallest count (default 1);
 * ``divisor``: grouped convs (ResNeXt, RegNet) keep the same number of channels
@@ -31,7 +31,7 @@ from autoprune.errors import AutopruneError
 from autoprune.graph import Analysis, Layer, Layout, analyze
 from autoprune.plan import Plan
 
-DEFAULT_ROUND_TO = 8
+DEFAULT_ROUND_TO = 16
 ROUND_FROM_CHANNELS = 32
 
 

@@ -2,7 +2,7 @@
 
     python examples/resume_study.py [RUN_DIR]
 
-Run 2 trials, then 2 more: the study has 4. The run folder is the CLI's (study.journal,
+Run 2 trials, then resume with ``trials=4`` (the study's total, not trials to add): 2 more run. The run folder is the CLI's (study.journal,
 best_trial.json, trials.csv), so ``autoprune dashboard RUN_DIR`` shows it too.
 """
 
@@ -30,7 +30,7 @@ def main(run_dir: str) -> int:
 
     kwargs = dict(flops=0.5, train_loader=train, score_fn=score_fn, out=run_dir, study_name="resume-demo")
     first = len(autoprune.search(model, images[:1], trials=2, **kwargs).study.trials)
-    second = autoprune.search(model, images[:1], trials=2, **kwargs)  # resumes: same out and study_name
+    second = autoprune.search(model, images[:1], trials=4, **kwargs)  # resumes: same out and study_name
     print(f"{first} trials, then {len(second.study.trials)}; best score {second.score:.4f}")
     return len(second.study.trials)
 

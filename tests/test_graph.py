@@ -347,10 +347,10 @@ def test_round_to_and_min_channels() -> None:
     x = torch.randn(1, 3, 32, 32)
     space = PruningSpace.from_model(model, x)
     g96 = space.group("features.2.conv.0.0")
-    assert (g96.channels, g96.round_to, g96.step) == (96, 8, 8)
+    assert (g96.channels, g96.round_to, g96.step) == (96, 16, 16)
     assert space.group("features.1.conv.1").round_to == 1  # 16 channels
     assert all(
-        n % 8 == 0 for gid, n in space.uniform(0.33).channels.items() if space.group(gid).channels >= 32
+        n % 16 == 0 for gid, n in space.uniform(0.33).channels.items() if space.group(gid).channels >= 32
     )
     strict = PruningSpace.from_model(model, x, round_to={"features.2.conv.0.0": 16}, min_channels=4)
     assert strict.group("features.2.conv.0.0").step == 16

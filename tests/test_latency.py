@@ -130,3 +130,68 @@ def test_cli_latency_table(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert LatencyTable.load(out).arch == "resnet20"
+
+
+def test_search_under_a_latency_budget_end_to_end(tmp_path, digits_checkpoint, run_cli):
+    """`search --latency` builds and caches the table, every trial meets the budget, best_trial.json
+    and apply show the prediction, a foreign cached table is refused (rebuilt with --force), and
+    a worker checks the table's sha256."""
+    from optuna.trial import TrialState
+
+    from autoprune.jobs import run_worker
+
+    run = tmp_path / "run"
+    base = ["search", "--arch", "resnet20", "--dataset", "digits", "--checkpoint", digits_checkpoint,
+            "--prior", "uniform", "--pruner", "none", "--trials", "2", "--out", run, "--device", "cpu",
+            "--recal-batches", "1", "--batch-size", "8", "--search-images", "16"]  # fmt: skip
+    result = run_cli(*base, "--latency", "0.95", "--study", "lat")
+    assert result.code == 0, result.err
+    table = LatencyTable.load(run / "latency_table.json")
+    assert table.batch_size == 8 and table.device == "cpu" and table.arch == "resnet20"
+    study = optuna_study(run, "lat")
+    stored = study.user_attrs["autoprune.config"]
+    assert stored["latency_table"] == "latency_table.json" and len(stored["latency_table_sha256"]) == 64
+    assert stored["budget"] == {"flops": None, "params": None, "latency": 0.95}
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2 and all(t.user_attrs["latency_ratio"] <= 0.95 + 1e-12 for t in done)
+    best = json.loads((run / "best_trial.json").read_text())
+    assert 0 < best["cost"]["latency_ratio"] <= 0.95 and best["cost"]["latency_ms"] > 0
+    assert best["latency_table"]["sha256"] == stored["latency_table_sha256"]
+    assert best["latency_table"]["path"].endswith("latency_table.json")
+    assert "latency" in result.out and "predicted" in result.out
+
+    applied = run_cli("apply", run / "best_trial.json", "--out", tmp_path / "pruned.pt")
+    assert applied.code == 0, applied.err
+    assert "predicted latency: by the search's latency table (cpu, " in applied.out
+    assert f"{best['cost']['latency_ms']:.2f} ms" in applied.out
+
+    data = table.to_dict()
+    data["device_name"] = "Some Other CPU"
+    (run / "latency_table.json").write_text(json.dumps(data))
+    refused = run_cli(*base, "--latency", "0.97", "--study", "other")
+    assert refused.code == 2 and len(refused.err.strip().splitlines()) == 1, refused.err
+    assert "another target" in refused.err and "--force" in refused.err
+    assert "other" not in [s.study_name for s in optuna_summaries(run)]
+    with pytest.raises(AutopruneError, match="latency table") as error:  # the table the study named changed
+        run_worker(run, study="lat", trials=1, device="cpu")
+    assert "\n" not in str(error.value)
+    rebuilt = run_cli(*base, "--latency", "0.97", "--study", "other", "--force")
+    assert rebuilt.code == 0, rebuilt.err
+    assert "rebuilding the cached latency table" in rebuilt.out + rebuilt.err
+    assert LatencyTable.load(run / "latency_table.json").device_name == table.device_name
+
+
+def optuna_study(run, name):
+    import optuna
+
+    from autoprune.search.storage import open_storage
+
+    return optuna.load_study(study_name=name, storage=open_storage(run).storage)
+
+
+def optuna_summaries(run):
+    import optuna
+
+    from autoprune.search.storage import open_storage
+
+    return optuna.get_all_study_summaries(open_storage(run).storage, include_best_trial=False)

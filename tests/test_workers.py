@@ -58,30 +58,6 @@ def _fork_cli(args, env: dict[str, str] | None = None):
     return proc
 
 
-def _create(tmp_path: Path, checkpoint: Path, url: str | None, study: str) -> Path:
-    run = tmp_path / "run"
-    run_search(
-        SearchConfig(
-            arch="resnet20",
-            dataset="digits",
-            flops=0.5,
-            checkpoint=str(checkpoint),
-            prior="uniform",
-            pruner="none",
-            trials=1,
-            seed=0,
-            out=str(run),
-            study=study,
-            storage=url,
-            device="cpu",
-            recal_batches=1,
-            batch_size=64,
-            search_images=64,
-        )
-    )
-    return run
-
-
 def _study(run: Path, url: str | None, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage(run, url).storage)
 
@@ -98,17 +74,39 @@ def _wait_mid_trial(study: optuna.Study, pid: int, timeout: float = 120) -> optu
     raise AssertionError(f"process {pid} did not reach the middle of a trial")
 
 
+def _search_args(run: Path, checkpoint: Path, name: str, trials: int, url: str | None) -> list:
+    return [
+        "search", "--arch", "resnet20", "--dataset", "digits", "--flops", "0.5",
+        "--checkpoint", checkpoint, "--prior", "uniform", "--pruner", "none", "--trials", trials,
+        "--out", run, "--study", name, "--device", "cpu", *TINY, *(["--storage", url] if url else []),
+    ]  # fmt: skip
+
+
+def _wait_for_study(run: Path, url: str | None, name: str, timeout: float = 120) -> optuna.Study:
+    """The study once the search has stored its config (its trials may start any moment)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(KeyError, ValueError, OSError, AutopruneError):
+            if (url or (run / JOURNAL_NAME).is_file()) and "autoprune.config" in (
+                study := _study(run, url, name)
+            ).user_attrs:
+                return study
+        time.sleep(0.1)
+    raise AssertionError("the search did not create its study")
+
+
 @pytest.mark.parametrize("backend", ["journal", "postgresql"])
 def test_a_killed_worker_trial_fails_and_its_plan_is_retried_once(
     backend, request, tmp_path, digits_checkpoint, run_cli
 ):
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
     name = f"kill-{uuid.uuid4().hex[:8]}"
-    run = _create(tmp_path, digits_checkpoint, url, name)
+    run, cap = tmp_path / "run", 7
     storage_args = ["--storage", url] if url else []
-    worker = ["worker", run, "--study", name, "--trials", "3", "--device", "cpu", *storage_args]
+    worker = ["worker", run, "--study", name, "--device", "cpu", *storage_args]
     env = HEARTBEAT if url else {}
-    study = _study(run, url, name)
+    search = _fork_cli(_search_args(run, digits_checkpoint, name, cap, url), env)  # runs trials too
+    study = _wait_for_study(run, url, name)
 
     doomed = _fork_cli(worker, {**env, TEST_PAUSE_ENV: "600"})  # pauses after its first report step
     killed = _wait_mid_trial(study, doomed.pid)
@@ -117,21 +115,27 @@ def test_a_killed_worker_trial_fails_and_its_plan_is_retried_once(
     if url:  # heartbeats: the trial is stale once the grace period has passed
         time.sleep(int(HEARTBEAT["AUTOPRUNE_GRACE_S"]) + 1)
     survivors = [_fork_cli(worker, env) for _ in range(2)]
-    for proc in survivors:
-        proc.join(180)
+    for proc in [search, *survivors]:
+        proc.join(240)
         assert proc.exitcode == 0
 
     trials = _study(run, url, name).get_trials()
     states = [t.state for t in trials]
-    # The cap: the search's 1 trial + 3 for each surviving worker; the killed worker ran none to the end.
-    assert states.count(TrialState.COMPLETE) == 1 + 3 + 3, states
-    assert states.count(TrialState.FAIL) == 1 and len(trials) == 8, states
+    # The study's cap, exactly: the search and three workers (one killed) share it.
+    assert states.count(TrialState.COMPLETE) == cap, states
+    surplus = [t for t in trials if t.user_attrs.get("surplus")]
+    assert all(t.state == TrialState.FAIL and not t.params for t in surplus)
+    assert states.count(TrialState.FAIL) == 1 + len(surplus), states
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert trials[killed.number].state == TrialState.FAIL
     retries = [t for t in trials if retried_from(t) == killed.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == killed.params
     plans = [tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE]
     assert len(set(plans)) == len(plans)  # no plan evaluated twice (the retry replaces a FAIL)
+    with open(run / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {int(r["trial"]) for r in rows}.isdisjoint(t.number for t in surplus)  # not in outputs
 
     best = run / "best_trial.json"
     with open(best) as f:
@@ -195,10 +199,14 @@ def test_a_search_killed_at_random_moments_leaves_readable_files_and_resumes(
     assert max(counts) > 0  # some kills landed after trials had started
     result = run_cli(*args)
     assert result.code == 0, result.err
+    assert "resuming study 'k':" in result.out + result.err and "of 3 trials done" in result.out + result.err
     _check_run_folder(run)
     trials = _study(run, None, "k").trials
-    assert len(trials) > counts[-1]
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 3  # the cap, not 3 more
     assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    again = run_cli(*args)  # the cap reached: nothing more to run
+    assert again.code == 0 and "3 of 3 trials done" in again.out + again.err, again.err
+    assert len(_study(run, None, "k").trials) == len(trials)
     assert (run / "summary.png").is_file() and (run / "best_trial.json").is_file()
 
 

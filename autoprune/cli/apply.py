@@ -93,21 +93,30 @@ def apply(
     )
     for note in report.notes:
         stderr.print(note)
-    print_table(report.rows)
+    print_table(report.rows, report.predicted_on)
     stdout.print(f"saved {report.out}" + (f" and {report.exported}" if report.exported else ""))
 
 
-def print_table(rows) -> None:
+def print_table(rows, predicted_on: str | None = None) -> None:
+    """FLOPs, params, measured latency (and the latency table's prediction, when the plan has
+    one) and accuracy of each row, with ratios to the dense row."""
     dense = rows[0]
     table = Table(title="before / after")
-    for column in ("model", "FLOPs (MACs)", "params", "CPU latency b64", "test accuracy"):
+    columns = ["model", "FLOPs (MACs)", "params", "CPU latency b64 (measured)"]
+    if predicted_on:
+        columns.append("predicted latency")
+    for column in (*columns, "test accuracy"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for r in rows:
-        table.add_row(
+        cells = [
             r.label,
             f"{r.flops / 1e6:.2f} M ({r.flops / dense.flops:.3f})",
             f"{r.params / 1e3:.1f} k ({r.params / dense.params:.3f})",
             f"{r.latency_ms:.1f} ms ({r.latency_ms / dense.latency_ms:.2f}x)",
-            "-" if r.accuracy is None else f"{r.accuracy:.2%}",
-        )
+        ]
+        if predicted_on:
+            cells.append(f"{r.predicted_ms:.2f} ms ({r.predicted_ms / dense.predicted_ms:.3f})")
+        table.add_row(*cells, "-" if r.accuracy is None else f"{r.accuracy:.2%}")
     stdout.print(table)
+    if predicted_on:
+        stdout.print(f"predicted latency: by the search's latency table ({predicted_on})")

@@ -51,28 +51,20 @@ def latency_table(
 
     Example: autoprune latency-table --arch resnet20 --batch-size 32 --threads 1 --out lut.json
     """
-    import autoprune
-    from autoprune.latency import build_latency_table, check_runtime
+    from autoprune.jobs import latency_table_job
 
-    check_runtime(runtime)
-    if checkpoint is not None:
-        from autoprune.checkpoint import load_model
-
-        model, ckpt = load_model(checkpoint, arch=arch)
-        input_size = ckpt.meta["input_size"]
-    else:
-        model = autoprune.create_model(arch, num_classes, input_size)
-    table = build_latency_table(
-        model,
-        input_size,
-        arch=arch,
+    table = latency_table_job(
+        arch,
+        out,
+        checkpoint=checkpoint,
+        input_size=input_size,
+        num_classes=num_classes,
         device=device,
+        runtime=runtime,
         batch_size=batch_size,
         threads=threads,
-        runtime=runtime,
         rounds=rounds,
     )
-    table.save(out)
     stairs = ", ".join(f"{kind} {axes['out']}" for kind, axes in table.stairs.items())
     stdout.print(
         f"{len(table.shapes)} layer shapes ({len(table.layers)} layers) timed in {table.build_s:.1f} s: "

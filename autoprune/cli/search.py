@@ -89,9 +89,12 @@ def _print_result(result) -> None:
         stdout.print(f"no completed trial yet in study {result.study_name!r}")
         return
     attrs = best.user_attrs
+    latency = ""
+    if "latency_ratio" in attrs:
+        latency = f" / latency {attrs['latency_ratio']:.3f} ({attrs['latency_ms']:.2f} ms, predicted)"
     stdout.print(
         f"best trial #{best.number}: proxy accuracy {best.values[0]:.2%}, "
-        f"FLOPs {attrs['flops_ratio']:.3f} / params {attrs['params_ratio']:.3f} of dense"
+        f"FLOPs {attrs['flops_ratio']:.3f} / params {attrs['params_ratio']:.3f}{latency} of dense"
     )
     stdout.print(f"outputs in {result.run_dir}/ (best_trial.json, trials.csv, summary.png)")
     stdout.print(f"next: autoprune apply {result.run_dir / 'best_trial.json'} --out pruned.pt")
@@ -105,6 +108,20 @@ def _print_result(result) -> None:
 )
 @click.option(
     "--params", type=float, default=None, help="Params budget as a fraction of the dense model, 0 < x <= 1."
+)
+@click.option(
+    "--latency",
+    type=float,
+    default=None,
+    help="Latency budget as a fraction of the dense model's measured latency on the target device "
+    "(--device, torch threads, --batch-size), predicted by a latency table, 0 < x <= 1.",
+)
+@click.option(
+    "--latency-table",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Table from `autoprune latency-table` (its widths set each group's rounding). Default with "
+    "--latency: RUN_DIR/latency_table.json, built there first.",
 )
 @data_options("cifar10")
 @click.option("--input-size", type=click.IntRange(8), default=None, help="Image side (dataset default).")
@@ -130,7 +147,9 @@ def _print_result(result) -> None:
 @click.option(
     "--force",
     is_flag=True,
-    help="Use a --sensitivity file computed on another checkpoint than this one.",
+    help="Use a --sensitivity file computed on another checkpoint than this one, or a --latency-table "
+    "measured on another device or runtime; rebuild a cached RUN_DIR/latency_table.json made for "
+    "another target (device, runtime, threads, batch size).",
 )
 @click.option(
     "--sensitivity-method",
@@ -193,7 +212,8 @@ def _print_result(result) -> None:
     type=click.IntRange(1, MAX_TRIALS),
     default=100,
     show_default=True,
-    help="Trials this process runs.",
+    help="Finished trials (complete or pruned) the whole study gets, stored in it: running the "
+    "command again resumes and runs only the missing ones, and workers stop at it too.",
 )
 @click.option(
     "--timeout",
@@ -262,7 +282,13 @@ def search(**options) -> None:
     "best_trial.json names the storage with its password hidden (***), so pass the real URL here.",
 )
 @click.option("--study", default=None, help="Study name (needed when the storage holds several).")
-@click.option("--trials", type=click.IntRange(1, MAX_TRIALS), default=100, show_default=True)
+@click.option(
+    "--trials",
+    type=click.IntRange(1, MAX_TRIALS),
+    default=None,
+    help="At most this many trials from this worker (default: until the study has the number "
+    "of trials its search set).",
+)
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None)
 @click.option("--seed", type=int, default=None, help="Sampler seed for this worker (default: random).")
 @device_option

@@ -4,7 +4,8 @@
 * :mod:`~autoprune.jobs.checkpoint`: the dense checkpoint a job needs, trained first if missing;
 * :mod:`~autoprune.jobs.sensitivity`: sensitivity per block or group (+ a depth plan);
 * :mod:`~autoprune.jobs.search`: an Optuna study over keep ratios, and workers joining it;
-* :mod:`~autoprune.jobs.apply`: prune by a plan, fine-tune, save and export.
+* :mod:`~autoprune.jobs.apply`: prune by a plan, fine-tune, save and export;
+* :mod:`~autoprune.jobs.latency`: latency tables (``autoprune latency-table``, a search's table).
 
 Jobs build spaces only through :func:`autoprune.search_spaces.space_for` and never print.
 """
@@ -12,6 +13,7 @@ Jobs build spaces only through :func:`autoprune.search_spaces.space_for` and nev
 from autoprune.jobs.apply import ApplyReport, ModelReport, apply_plan_file
 from autoprune.jobs.checkpoint import DenseRecipe, ensure_checkpoint
 from autoprune.jobs.dense import DenseResult, describe_checkpoint, train_dense
+from autoprune.jobs.latency import latency_table_job
 from autoprune.jobs.search import SearchConfig, SearchResult, run_search, run_worker
 from autoprune.jobs.sensitivity import SensitivityJob, SensitivityJobResult, run_sensitivity_job
 
@@ -27,6 +29,7 @@ __all__ = [
     "apply_plan_file",
     "describe_checkpoint",
     "ensure_checkpoint",
+    "latency_table_job",
     "run_search",
     "run_sensitivity_job",
     "run_worker",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ class ModelReport:
     params: int
     latency_ms: float
     accuracy: float | None
+    predicted_ms: float | None = None
+    """Latency the plan's latency table predicts (dense: the table's measured dense latency)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class ApplyReport:
     out: Path
     exported: Path | None
     notes: list[str]
+    predicted_on: str | None = None
+    """The latency table's target (device, threads, batch) when the rows have predictions."""
 
 
 def apply_plan_file(
@@ -103,7 +107,25 @@ def apply_plan_file(
     with removed_on_failure(out):
         saved = save_pruned(out, result)
         exported = _export(pruned, Path(out), export, meta["input_size"])
-    return ApplyReport(rows, saved, exported, notes)
+    rows, predicted_on = _with_predictions(rows, document)
+    return ApplyReport(rows, saved, exported, notes, predicted_on)
+
+
+def _with_predictions(
+    rows: list[ModelReport], document: dict[str, Any]
+) -> tuple[list[ModelReport], str | None]:
+    """The rows with the latency best_trial.json predicts (when its study had a latency table)."""
+    cost, table = document.get("cost"), document.get("latency_table")
+    if not isinstance(cost, dict) or not isinstance(table, dict):
+        return rows, None
+    pruned, dense = cost.get("latency_ms"), table.get("dense_ms")
+    if not isinstance(pruned, (int, float)) or not isinstance(dense, (int, float)):
+        return rows, None
+    device, threads, batch = (table.get(k, "?") for k in ("device", "threads", "batch_size"))
+    on = f"{device}, {threads} thread(s), batch {batch}"
+    out = [replace(rows[0], predicted_ms=float(dense))]
+    out += [replace(r, predicted_ms=float(pruned)) for r in rows[1:]]
+    return out, on
 
 
 def _read_plan(path: str | os.PathLike) -> tuple[Plan, dict[str, Any]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,9 +36,11 @@ from autoprune.data import EvalBatches, load_dataset
 from autoprune.device import resolve_device
 from autoprune.errors import AutopruneError
 from autoprune.jobs.checkpoint import DenseRecipe, ensure_checkpoint
+from autoprune.jobs.latency import search_latency_table
 from autoprune.jobs.paths import check_writable_dir
 from autoprune.jobs.source import PYTHON_SOURCE, ModelSource
 from autoprune.jobs.supernet import prepare_search_supernet, search_supernet_options
+from autoprune.latency import LatencyModel, LatencyTable, with_table_rounding
 from autoprune.prior import R_MIN, preferences_from_sensitivity, uniform_preferences
 from autoprune.progress import SILENT, Reporter
 from autoprune.registry import (
@@ -50,6 +53,7 @@ from autoprune.registry import (
     SENSITIVITY_METHODS,
     TRIAL_PRUNERS,
 )
+from autoprune.search.cap import SurplusTrial, TrialCap, finished_count, is_surplus
 from autoprune.search.liveness import fail_dead_trials
 from autoprune.search.objective import PlanObjective, SearchSpaceSpec, prior_log
 from autoprune.search.outputs import StudyPointer, SummaryPacer, refresh_outputs
@@ -69,6 +73,8 @@ class SearchConfig:
     arch: str
     flops: float | None = None
     params: float | None = None
+    latency: float | None = None  # of the dense model's latency in the latency table
+    latency_table: str | None = None  # default with a latency budget: RUN_DIR/latency_table.json
     dataset: str = "cifar10"
     data_dir: str | None = None
     input_size: int | None = None
@@ -98,7 +104,7 @@ class SearchConfig:
     r_min: float = R_MIN
     extra: dict[str, Any] = field(default_factory=dict)
     train_missing: bool = False  # a missing --checkpoint path: train the dense model there (else an error)
-    force: bool = False  # use a --sensitivity file computed on another checkpoint
+    force: bool = False  # a --sensitivity file of another checkpoint, a foreign latency table
     trust_code: bool = False  # build a module:callable arch; never stored: each process decides
 
     def validate(self) -> Budget:
@@ -121,7 +127,9 @@ class SearchConfig:
         check_trials(self.trials)
         if self.timeout is not None and not self.timeout > 0:
             raise AutopruneError(f"--timeout must be positive seconds, got {self.timeout}")
-        budget = Budget(self.flops, self.params)
+        budget = Budget(self.flops, self.params, self.latency)
+        if self.latency_table is not None and not Path(self.latency_table).is_file():
+            raise AutopruneError(f"latency table {self.latency_table!r} does not exist")
         resolve_device(self.device)  # before anything is created or computed
         check_writable_dir(self.run_dir(), "run folder")
         return budget
@@ -134,6 +142,8 @@ class SearchConfig:
             parts.append(f"flops{self.flops:g}")
         if self.params is not None:
             parts.append(f"params{self.params:g}")
+        if self.latency is not None:
+            parts.append(f"latency{self.latency:g}")
         if self.sampler == "nsga2":
             parts.append("pareto")
         return "-".join(parts)
@@ -249,14 +259,14 @@ def _run_study(
             sampler=create_sampler(config.sampler, config.seed),
             pruner=create_pruner(stored["pruner"]),
         )
-        reporter.note(f"resuming study {name!r} ({len(study.trials)} trials so far)")
+        stored = _set_cap(study, stored, config.trials, reporter)
     return _optimize(
         study,
         opened,
         run_dir,
         stored,
         resolve(stored),
-        config.trials,
+        None,
         config.timeout,
         config.device,
         reporter,
@@ -280,7 +290,7 @@ def run_worker(
     *,
     storage: str | None = None,
     study: str | None = None,
-    trials: int = 100,
+    trials: int | None = None,
     timeout: float | None = None,
     device: str = "auto",
     seed: int | None = None,
@@ -289,13 +299,16 @@ def run_worker(
     trust_code: bool = False,
     on_trials_start: Callable[[], None] | None = None,
 ) -> SearchResult:
-    """Join an existing study (its config comes from the study) and run trials for it.
+    """Join an existing study (its config comes from the study) and run trials for it until the
+    study has its stored number of trials (the cap ``autoprune search --trials`` set); ``trials``
+    stops this process after that many of its own, earlier.
 
     ``storage`` is the real URL (the run folder's files only hold it redacted). A study whose
     arch is a ``module:callable`` builder needs ``trust_code=True`` from this caller: the
     stored config never grants it.
     """
-    check_trials(trials)
+    if trials is not None:
+        check_trials(trials)
     resolve_device(device)
     if storage is None and not (Path(run_dir) / JOURNAL_NAME).is_file():
         raise AutopruneError(
@@ -317,6 +330,7 @@ def run_worker(
         sampler=create_sampler(stored["sampler"], seed),
         pruner=create_pruner(stored["pruner"]),
     )
+    trials = _worker_limit(loaded, stored, trials, reporter)
     return _optimize(
         loaded,
         opened,
@@ -330,6 +344,17 @@ def run_worker(
         stop,
         on_trials_start=on_trials_start,
     )
+
+
+def _worker_limit(
+    study: optuna.Study, stored: dict[str, Any], trials: int | None, reporter: Reporter
+) -> int | None:
+    """A worker's own limit: ``trials`` under the study's cap; a study from before the cap was
+    stored has none, and then ``trials`` (default 100) counts this process's trials alone."""
+    if stored.get("trials") is None:
+        return trials or 100
+    reporter.note(f"joining study {study.study_name!r}: {_progress(study, stored['trials'])}")
+    return trials
 
 
 def _worker_config(opened: StudyStorage, study: str) -> dict[str, Any]:
@@ -379,7 +404,7 @@ def _check_resume(stored: dict[str, Any], config: SearchConfig, name: str, *, py
             raise AutopruneError(
                 f"study {name!r} searches {key} {stored[key]!r}, not {now!r}; use another --study"
             )
-    if stored["budget"] != Budget(config.flops, config.params).to_dict():
+    if stored["budget"] != Budget(config.flops, config.params, config.latency).to_dict():
         raise AutopruneError(
             f"study {name!r} has budget {stored['budget']}; use another --study for a new budget"
         )
@@ -387,6 +412,9 @@ def _check_resume(stored: dict[str, Any], config: SearchConfig, name: str, *, py
         raise AutopruneError(f"checkpoint {config.checkpoint!r} does not exist")
     if config.checkpoint and file_sha256(config.checkpoint) != stored["checkpoint_sha256"]:
         raise AutopruneError(f"study {name!r} was run on another checkpoint than {config.checkpoint}")
+    table = config.latency_table
+    if table and file_sha256(table) != stored.get("latency_table_sha256"):
+        raise AutopruneError(f"study {name!r} was made with another latency table than {table}")
 
 
 def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Reporter) -> dict[str, Any]:
@@ -409,11 +437,13 @@ def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Repo
         raise AutopruneError(
             f"checkpoint {checkpoint} was trained on {ckpt.meta['dataset']}, not {config.dataset}"
         )
-    space = _space(model, ckpt.meta)
+    table, table_path = _latency_table(config, model, ckpt.meta, run_dir, reporter)
+    space = _space(model, ckpt.meta, table)
     sha = file_sha256(checkpoint)
     preferences = _prior(config, model, space, ckpt.meta, sha, run_dir, reporter)
     sensitivity = Path(config.sensitivity) if config.sensitivity else None
-    stored = _study_config(config, budget, space, preferences)
+    stored = _study_config(config, budget, space, preferences, table)
+    stored.update(_latency_config(table, table_path, run_dir))
     stored.update(
         checkpoint=_stored_path(checkpoint, run_dir),
         checkpoint_sha256=sha,
@@ -427,8 +457,51 @@ def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Repo
     return stored
 
 
+def _latency_table(
+    config: SearchConfig, model: torch.nn.Module, meta: dict[str, Any], run_dir: Path, reporter: Reporter
+) -> tuple[LatencyTable | None, Path | None]:
+    """The latency table of a new study: --latency-table, else with a latency budget the run
+    folder's cached one (built first if missing), else none."""
+    if config.latency is None and config.latency_table is None:
+        return None, None
+    return search_latency_table(
+        model,
+        config.arch,
+        meta["input_size"],
+        run_dir,
+        given=config.latency_table,
+        device=resolve_device(config.device),
+        batch_size=config.batch_size,
+        force=config.force,
+        reporter=reporter,
+    )
+
+
+def _latency_config(table: LatencyTable | None, path: Path | None, run_dir: Path) -> dict[str, Any]:
+    """What the study stores about its latency table: the file (with its hash) and its target."""
+    if table is None or path is None:
+        return {"latency_table": None, "latency_table_sha256": None}
+    target = {
+        "device_name": table.device_name,
+        "device": table.device,
+        "runtime": table.runtime,
+        "threads": table.threads,
+        "batch_size": table.batch_size,
+        "dense_ms": table.dense_ms,
+    }
+    return {
+        "latency_table": _stored_path(path, run_dir),
+        "latency_table_sha256": file_sha256(path),
+        "latency_target": target,
+    }
+
+
 def _study_config(
-    config: SearchConfig, budget: Budget, space: PruningSpace, preferences: np.ndarray
+    config: SearchConfig,
+    budget: Budget,
+    space: PruningSpace,
+    preferences: np.ndarray,
+    table: LatencyTable | None = None,
 ) -> dict[str, Any]:
     """The config a new study stores, less the model's provenance (checkpoint, sizes)."""
     uniform = project_to_budget(
@@ -436,6 +509,8 @@ def _study_config(
         uniform_preferences(len(space.groups)),
         flops=budget.flops,
         params=budget.params,
+        latency=budget.latency,
+        latency_model=None if table is None else LatencyModel(space, table),
         r_min=config.r_min,
     )
     stored = {k: v for k, v in asdict(config).items() if k not in _NOT_STORED}
@@ -507,7 +582,12 @@ def _named_files(stored: dict[str, Any], run_dir: Path) -> dict[str, Path]:
     One :class:`AutopruneError` line when one is missing or differs from the study's.
     """
     found = {}
-    for key, what in (("checkpoint", "dense checkpoint"), ("sensitivity", "sensitivity file")):
+    named = (
+        ("checkpoint", "dense checkpoint"),
+        ("sensitivity", "sensitivity file"),
+        ("latency_table", "latency table"),
+    )
+    for key, what in named:
         name, want = stored.get(key), stored.get(f"{key}_sha256")
         if not name or want is None:  # none, or a study from before files were hashed
             continue
@@ -527,7 +607,6 @@ def _named_files(stored: dict[str, Any], run_dir: Path) -> dict[str, Path]:
 
 
 _NOT_STORED = (
-    "trials",
     "timeout",
     "study",
     "storage",
@@ -538,11 +617,40 @@ _NOT_STORED = (
     "force",
     "trust_code",
 )
-"""SearchConfig fields that belong to one process, not to the study."""
+"""SearchConfig fields that belong to one process, not to the study (``trials`` is the study's cap)."""
 
 
-def _space(model: torch.nn.Module, meta: dict[str, Any]) -> PruningSpace:
-    return space_for(model, meta["arch"], meta["input_size"], meta["num_classes"])
+def _progress(study: optuna.Study, cap: int) -> str:
+    return f"{finished_count(study)} of {cap} trials done"
+
+
+def _set_cap(study: optuna.Study, stored: dict[str, Any], cap: int, reporter: Reporter) -> dict[str, Any]:
+    """On resume: store ``cap`` (the search's --trials) as the study's cap, and say where it stands."""
+    name, before = study.study_name, stored.get("trials")
+    if before != cap:
+        stored = {**stored, "trials": cap}
+        study.set_user_attr(CONFIG_ATTR, stored)
+        if before is not None:
+            reporter.note(f"study {name!r}: the cap on trials is now {cap} (it was {before})")
+    reporter.note(f"resuming study {name!r}: {_progress(study, cap)}")
+    return stored
+
+
+def _stored_cap(study: optuna.Study) -> int | None:
+    cap = study.user_attrs.get(CONFIG_ATTR, {}).get("trials")
+    return None if cap is None else int(cap)
+
+
+def _space(model: torch.nn.Module, meta: dict[str, Any], table: LatencyTable | None = None) -> PruningSpace:
+    """The model's space; with a latency table, each group rounded to the widths it prefers."""
+    space = space_for(model, meta["arch"], meta["input_size"], meta["num_classes"])
+    return space if table is None else with_table_rounding(space, table)
+
+
+def _study_table(stored: dict[str, Any], run_dir: Path) -> LatencyTable | None:
+    """The latency table the study names (hash-checked), or None."""
+    path = _named_files(stored, run_dir).get("latency_table")
+    return None if path is None else LatencyTable.load(path)
 
 
 def _prior(
@@ -634,7 +742,7 @@ def _cli_source(
     workers alike): the checkpoint (hash-checked), its space, recal and search batches."""
     path = _named_files(stored, run_dir)["checkpoint"]
     model, ckpt = load_model(path, arch=stored["arch"], trust_code=trust_code)
-    space = _space(model, ckpt.meta)
+    space = _space(model, ckpt.meta, _study_table(stored, run_dir))
     if [g.id for g in space.groups] != stored["group_ids"]:
         raise AutopruneError(
             "this autoprune builds another pruning space than the study's; use the same version"
@@ -657,12 +765,14 @@ def _objective(
     device_name: str,
     artifacts: optuna.artifacts.FileSystemArtifactStore,
     run_dir: Path,
+    cap: TrialCap | None = None,
 ) -> PlanObjective:
     """The trial objective of a study on ``source`` (same for the first process and workers)."""
     device = resolve_device(device_name)
     source.model.to(device).eval()
     options = search_supernet_options(stored, run_dir) if stored["proxy"] == "supernet" else {}
     proxy = source.proxy(stored["proxy"], device, stored["criterion"], **options)
+    table = _study_table(stored, run_dir)
     return PlanObjective(
         source.space,
         _spec(stored),
@@ -671,7 +781,20 @@ def _objective(
         r_min=stored["r_min"],
         artifact_store=artifacts,
         multi_objective=stored["sampler"] == "nsga2",
+        admit=None if cap is None else cap.admit,
+        latency_model=None if table is None else LatencyModel(source.space, table),
     )
+
+
+def _trial_cap(study: optuna.Study, stop: threading.Event | None, timeout: float | None) -> TrialCap:
+    """The study's cap; a trial waiting for room gives up on Ctrl-C or past ``timeout``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def should_stop() -> bool:
+        late = deadline is not None and time.monotonic() > deadline
+        return late or (stop is not None and stop.is_set())
+
+    return TrialCap(lambda: _stored_cap(study), should_stop)
 
 
 def _optimize(
@@ -680,7 +803,7 @@ def _optimize(
     run_dir: Path,
     stored: dict[str, Any],
     source: ModelSource,
-    trials: int,
+    limit: int | None,
     timeout: float | None,
     device: str,
     reporter: Reporter,
@@ -688,37 +811,42 @@ def _optimize(
     *,
     on_trials_start: Callable[[], None] | None = None,
 ) -> SearchResult:
-    objective = _objective(stored, source, device, opened.artifacts, run_dir)
+    """Run trials until the study's cap (or ``limit`` trials of this process, the timeout, a stop)."""
+    cap = _trial_cap(study, stop, timeout)
+    objective = _objective(stored, source, device, opened.artifacts, run_dir, cap)
     space, checkpoint = source.space, source.checkpoint
     opened.artifacts_dir.mkdir(parents=True, exist_ok=True)
     fail_dead_trials(study)  # trials of workers killed before this process started
     pointer = StudyPointer(study.study_name, opened.shown_url)  # never the password
     # best_trial.json names the checkpoint as found here, so `autoprune apply` works from anywhere.
     documented = {**stored, "checkpoint": None if checkpoint is None else str(checkpoint)}
+    if stored.get("latency_table"):
+        documented["latency_table"] = str(_named_files(stored, run_dir)["latency_table"])
     pacer = SummaryPacer()
     done = 0
     best_value: list[float] = []
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         nonlocal done
-        done += 1
-        fail_dead_trials(study)  # requeued before this process asks for its next trial
-        best = refresh_outputs(run_dir, study, space, pointer, documented, pacer=pacer)
-        if best is not None:
-            best_value[:] = [best.values[0]]
-        info = {"trial": trial.number, "state": trial.state.name.lower()}
-        if best_value:
-            info["best"] = best_value[0]
-        reporter.advance(1, **info)
-        if stop is not None and stop.is_set():
+        if not is_surplus(trial):
+            done += 1
+            fail_dead_trials(study)  # requeued before this process asks for its next trial
+            best = refresh_outputs(run_dir, study, space, pointer, documented, pacer=pacer)
+            if best is not None:
+                best_value[:] = [best.values[0]]
+            info = {"trial": trial.number, "state": trial.state.name.lower()}
+            reporter.advance(1, **(info | ({"best": best_value[0]} if best_value else {})))
+        stopping = stop is not None and stop.is_set()
+        if (limit is not None and done >= limit) or cap.reached(study) or stopping:
             study.stop()
 
     if on_trials_start is not None:
         on_trials_start()
-    reporter.start(f"trials ({study.study_name})", trials)
     interrupted = False
     try:
-        study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[after_trial], catch=())
+        if not cap.reached(study):
+            reporter.start(f"trials ({study.study_name})", _expected(study, limit))
+            study.optimize(objective, timeout=timeout, callbacks=[after_trial], catch=(SurplusTrial,))
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -726,3 +854,10 @@ def _optimize(
         best = refresh_outputs(run_dir, study, space, pointer, documented, with_summary=True)
     interrupted = interrupted or (stop is not None and stop.is_set())
     return SearchResult(run_dir, study.study_name, opened.shown_url, done, best, interrupted, study)
+
+
+def _expected(study: optuna.Study, limit: int | None) -> int | None:
+    """How many trials this process should see finish: the cap's remainder, at most ``limit``."""
+    cap = _stored_cap(study)
+    left = None if cap is None else max(cap - finished_count(study), 0)
+    return left if limit is None else (limit if left is None else min(limit, left))

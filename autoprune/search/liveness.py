@@ -121,6 +121,16 @@ def trial_owner(trial: FrozenTrial) -> Owner | None:
         return None
 
 
+def owner_may_be_alive(trial: FrozenTrial) -> bool:
+    """False only when ``trial``'s recorded owner ran on this machine and is gone (an owner on
+    another host, or none recorded yet, may be alive)."""
+    owner = trial_owner(trial)
+    if owner is None:
+        return True
+    me = this_process()
+    return not owner.same_machine(me) or owner.pid == me.pid or is_alive(owner)
+
+
 def fail_dead_trials(study: optuna.Study) -> list[int]:
     """FAIL the RUNNING trials whose worker died, queue each plan again once; returns their numbers.
 

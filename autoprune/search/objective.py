@@ -25,6 +25,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import optuna
 
 from autoprune.budget import Budget, project_to_budget
 from autoprune.cost import CostModel
+from autoprune.latency import LatencyModel
 from autoprune.search.charts import keep_ratio_chart
 from autoprune.search.liveness import record_owner
 from autoprune.search.proxies import Proxy
@@ -97,8 +99,12 @@ class PlanObjective:
         r_min: float,
         artifact_store: optuna.artifacts.FileSystemArtifactStore | None,
         multi_objective: bool = False,
+        admit: Callable[[optuna.Trial], None] | None = None,
+        latency_model: LatencyModel | None = None,
     ) -> None:
         self.space = space
+        self.admit = admit
+        self.latency_model = latency_model
         self.spec = spec
         self.budget = budget
         self.proxy = proxy
@@ -111,6 +117,8 @@ class PlanObjective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         record_owner(trial)
+        if self.admit is not None:  # the study's trial cap (autoprune.search.cap): may end it here
+            self.admit(trial)
         prefs = self.spec.preferences(trial)
         flops = self.budget.flops
         if self.multi_objective:
@@ -123,6 +131,8 @@ class PlanObjective:
             params=self.budget.params,
             r_min=self.r_min,
             cost_model=self.cost,
+            latency=self.budget.latency,
+            latency_model=self.latency_model,
         )
         self._record(trial, projection)
         report = None if self.multi_objective else _reporter(trial)
@@ -147,11 +157,16 @@ class PlanObjective:
         trial.set_user_attr("flops_ratio", projection.flops_ratio)
         trial.set_user_attr("params_ratio", projection.params_ratio)
         trial.set_user_attr("alpha", projection.alpha)
+        if projection.latency_ms is not None:  # predicted by the study's latency table
+            trial.set_user_attr("latency_ms", projection.latency_ms)
+            trial.set_user_attr("latency_ratio", projection.latency_ratio)
         # A guard: projection makes every trial feasible, so these are <= 0 unless something broke.
         if self.budget.flops is not None:
             trial.set_constraint("flops", projection.flops_ratio - self.budget.flops)
         if self.budget.params is not None:
             trial.set_constraint("params", projection.params_ratio - self.budget.params)
+        if self.budget.latency is not None:
+            trial.set_constraint("latency", projection.latency_ratio - self.budget.latency)
         if self.artifact_store is not None:
             self._upload_chart(trial, kept)
 

@@ -32,6 +32,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
 from autoprune.io import atomic_write, write_json, write_text
+from autoprune.search.cap import is_surplus
 from autoprune.space import PruningSpace
 
 BEST_TRIAL = "best_trial.json"
@@ -70,7 +71,7 @@ def best_trial_document(
         np.array([trial.user_attrs["channels"][g.id] for g in space.groups]),
         ratios=np.array([trial.user_attrs["keep_ratios"][g.id] for g in space.groups]),
     )
-    return {
+    document = {
         **plan.to_dict(),
         "score": {
             "proxy": config["proxy"],
@@ -84,25 +85,40 @@ def best_trial_document(
         "checkpoint": config["checkpoint"],
         "checkpoint_sha256": config["checkpoint_sha256"],
     }
+    if "latency_ms" in trial.user_attrs:  # predicted from the study's latency table
+        document["cost"].update(
+            latency_ms=trial.user_attrs["latency_ms"], latency_ratio=trial.user_attrs["latency_ratio"]
+        )
+    if config.get("latency_table"):
+        document["latency_table"] = {
+            "path": config["latency_table"],
+            "sha256": config["latency_table_sha256"],
+            **config.get("latency_target", {}),
+        }
+    return document
 
 
 def trials_table(study: optuna.Study, space: PruningSpace) -> str:
-    """One CSV row per finished trial: score, cost and channels per group."""
+    """One CSV row per finished or failed trial (not the surplus ones): score, cost and channels."""
     ids = [g.id for g in space.groups]
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["trial", "state", "accuracy", "flops_ratio", "params_ratio", "seconds", *ids])
+    # accuracy: a complete trial's score; partial_accuracy: where a pruned trial was stopped
+    header = ["trial", "state", "accuracy", "partial_accuracy", "flops_ratio", "params_ratio", "seconds"]
+    writer.writerow([*header, *ids])
     for t in study.get_trials(deepcopy=False):
-        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
-            continue
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) or is_surplus(t):
+            continue  # a surplus trial (the study's cap was reached) was never evaluated
         channels = t.user_attrs.get("channels", {})
         seconds = t.duration.total_seconds() if t.duration else ""
         value = t.values[0] if t.values else ""
+        pruned = t.state == TrialState.PRUNED
         writer.writerow(
             [
                 t.number,
                 t.state.name.lower(),
-                value,
+                "" if pruned else value,
+                value if pruned else "",
                 t.user_attrs.get("flops_ratio", ""),
                 t.user_attrs.get("params_ratio", ""),
                 f"{seconds:.2f}" if seconds != "" else "",
