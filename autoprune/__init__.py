@@ -30,26 +30,17 @@ from autoprune.surgery import (
 )
 
 
-class _SearchPackage(types.ModuleType):
-    """``autoprune.search``: the subpackage, callable as :func:`autoprune.api.search`."""
+class _CallablePackage(types.ModuleType):
+    """A subpackage that is also the API function of its name (``autoprune.api.<name>``)."""
 
     def __call__(self, *args, **kwargs):
-        from autoprune.api import search as run
+        from autoprune import api
 
-        return run(*args, **kwargs)
-
-
-class _SensitivityPackage(types.ModuleType):
-    """``autoprune.sensitivity``: the subpackage, callable as :func:`autoprune.api.sensitivity`."""
-
-    def __call__(self, *args, **kwargs):
-        from autoprune.api import sensitivity as run
-
-        return run(*args, **kwargs)
+        return getattr(api, self.__name__.rpartition(".")[2])(*args, **kwargs)
 
 
-search.__class__ = _SearchPackage
-sensitivity.__class__ = _SensitivityPackage
+search.__class__ = _CallablePackage
+sensitivity.__class__ = _CallablePackage
 
 
 def prune(model, plan, criterion="l1", *, example_input=None, loader=None):
