@@ -2,7 +2,9 @@
 
 Names:
   * built-ins: ``resnet20|32|56|110`` (CIFAR ResNets), ``mobilenetv2``, ``vgg16``;
-  * ``torchvision:<name>``: any torchvision classification builder, randomly initialized;
+  * ``torchvision:<name>``: any torchvision classification builder, randomly initialized, or
+    with torchvision's published weights (``weights=``, see :mod:`autoprune.models.pretrained`);
+  * ``timm:<name>``: a timm model, when timm is installed (``pip install 'autoprune[timm]'``);
   * ``package.module:callable``: a user's own builder, called with ``num_classes``
     (and ``input_size`` when it accepts it). Importing and calling it runs the user's
     code, so it is only done with ``trust_code=True`` (``--trust-code`` on the command
@@ -21,6 +23,7 @@ from torch import nn
 from autoprune.errors import AutopruneError
 from autoprune.models.cifar_resnet import CifarResNet, init_weights
 from autoprune.models.mobilenetv2 import mobilenetv2
+from autoprune.models.pretrained import create_timm, load_backbone, torchvision_weights, weights_state_dict
 from autoprune.models.vgg import vgg16
 
 __all__ = ["available_models", "create_model", "initializer_for", "init_weights"]
@@ -65,27 +68,43 @@ def available_models() -> list[str]:
 def _valid_names_hint() -> str:
     return (
         f"valid names: {', '.join(sorted(_BUILTINS))}, torchvision:<name> "
-        "(e.g. torchvision:resnet18; see `autoprune models`), or package.module:callable"
+        "(e.g. torchvision:resnet18; see `autoprune models`), timm:<name> (with timm installed), "
+        "or package.module:callable"
     )
 
 
 def create_model(
-    name: str, num_classes: int = 10, input_size: int = 32, *, trust_code: bool = False, **kwargs
+    name: str,
+    num_classes: int = 10,
+    input_size: int = 32,
+    *,
+    trust_code: bool = False,
+    weights: str | None = None,
+    **kwargs,
 ) -> nn.Module:
-    """Build a randomly initialized model by name (see the module docstring).
+    """Build a model by name (see the module docstring), randomly initialized unless ``weights``.
 
-    A ``package.module:callable`` name imports and calls that callable, which runs
-    arbitrary code: it is refused unless ``trust_code=True``.
+    ``weights`` (``torchvision:`` and ``timm:`` names only): a torchvision weights enum
+    member (``DEFAULT``, ``IMAGENET1K_V1``, ``ResNet18_Weights.IMAGENET1K_V1``) or, for timm,
+    ``DEFAULT`` / a pretrained tag. A ``package.module:callable`` name imports and calls that
+    callable, which runs arbitrary code: it is refused unless ``trust_code=True``.
     """
     if not isinstance(name, str) or not name:
         raise AutopruneError(f"model name must be a non-empty string, not {name!r}; {_valid_names_hint()}")
+    if weights is not None and not name.startswith(("torchvision:", "timm:")):
+        raise AutopruneError(
+            f"--weights {weights!r}: pretrained weights exist for torchvision:<name> and timm:<name> "
+            f"models, not {name!r} (use `autoprune import` for a state_dict of your own)"
+        )
+    if name.startswith("timm:"):
+        return create_timm(name.split(":", 1)[1], num_classes, weights, kwargs)
     if name in _BUILTINS:
         try:
             return _BUILTINS[name].builder(num_classes, input_size, **kwargs)
         except (TypeError, ValueError) as exc:
             raise AutopruneError(f"cannot build {name!r}: {exc}") from None
     if name.startswith("torchvision:"):
-        return _create_torchvision(name.split(":", 1)[1], num_classes, kwargs)
+        return _create_torchvision(name.split(":", 1)[1], num_classes, kwargs, weights)
     if ":" in name:
         if not trust_code:
             raise AutopruneError(
@@ -97,17 +116,22 @@ def create_model(
     raise AutopruneError(f"unknown model {name!r}; {_valid_names_hint()}")
 
 
-def _create_torchvision(name: str, num_classes: int, kwargs: dict) -> nn.Module:
+def _create_torchvision(name: str, num_classes: int, kwargs: dict, weights: str | None = None) -> nn.Module:
     import torchvision
 
     names = torchvision.models.list_models(module=torchvision.models)
     if name not in names:
         raise AutopruneError(f"unknown torchvision classifier {name!r}; valid: {', '.join(names)}")
+    weight = torchvision_weights(name, weights) if weights is not None else None
     options = {**_TORCHVISION_DEFAULTS.get(name, {}), **kwargs}
     try:
-        return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **options)
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **options)
     except (TypeError, ValueError) as exc:
         raise AutopruneError(f"cannot build torchvision:{name}: {exc}") from None
+    if weight is not None:
+        classes = len(weight.meta["categories"])
+        load_backbone(model, weights_state_dict(weight), classes, f"weights {weight} for torchvision:{name}")
+    return model
 
 
 def _create_user_model(name: str, num_classes: int, input_size: int, kwargs: dict) -> nn.Module:
