@@ -12,10 +12,11 @@ Jobs build spaces only through :func:`autoprune.search_spaces.space_for` and nev
 
 from autoprune.jobs.apply import ApplyReport, ModelReport, apply_plan_file
 from autoprune.jobs.checkpoint import DenseRecipe, ensure_checkpoint
-from autoprune.jobs.dense import DenseResult, describe_checkpoint, train_dense
+from autoprune.jobs.dense import DenseResult, describe_checkpoint, import_weights, train_dense
 from autoprune.jobs.latency import latency_table_job
 from autoprune.jobs.search import SearchConfig, SearchResult, run_search, run_worker
 from autoprune.jobs.sensitivity import SensitivityJob, SensitivityJobResult, run_sensitivity_job
+from autoprune.jobs.threads import torch_threads
 
 __all__ = [
     "ApplyReport",
@@ -29,9 +30,11 @@ __all__ = [
     "apply_plan_file",
     "describe_checkpoint",
     "ensure_checkpoint",
+    "import_weights",
     "latency_table_job",
     "run_search",
     "run_sensitivity_job",
     "run_worker",
+    "torch_threads",
     "train_dense",
 ]

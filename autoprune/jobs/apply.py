@@ -16,6 +16,7 @@ from autoprune.device import resolve_device
 from autoprune.errors import AutopruneError
 from autoprune.flops import measured_macs, param_count
 from autoprune.io import read_json
+from autoprune.jobs.figures import cached_figure, store_figure
 from autoprune.jobs.paths import check_writable_file, removed_on_failure
 from autoprune.latency import latency_ms
 from autoprune.plan import Plan
@@ -37,7 +38,7 @@ class ModelReport:
     label: str
     flops: int
     params: int
-    latency_ms: float
+    latency_ms: float | None  # None: not timed (--no-latency)
     accuracy: float | None
     predicted_ms: float | None = None
     """Latency the plan's latency table predicts (dense: the table's measured dense latency)."""
@@ -69,6 +70,8 @@ def apply_plan_file(
     seed: int = 0,
     reporter: Reporter = SILENT,
     trust_code: bool = False,
+    dense_eval: bool = True,
+    latency: bool = True,
 ) -> ApplyReport:
     """Prune a dense checkpoint by a Plan (or best_trial.json), optionally fine-tune, save and export.
 
@@ -77,6 +80,10 @@ def apply_plan_file(
     ``module:callable`` builder is rebuilt only with ``trust_code=True``. Every input is
     checked before the work starts; on failure or Ctrl-C no file is left half written and
     folders made for ``out`` are removed.
+
+    The dense row's test accuracy and CPU latency are cached by the checkpoint's sha256 (see
+    :mod:`autoprune.jobs.figures`); ``dense_eval=False`` never evaluates the dense model (the
+    cached figure, else the accuracy its checkpoint recorded), ``latency=False`` times nothing.
     """
     CRITERIA.check(criterion)
     if export is not None:
@@ -91,18 +98,18 @@ def apply_plan_file(
     space.check_plan(plan)
     splits = load_dataset(meta["dataset"], data_dir, input_size=meta["input_size"], seed=seed)
     dense.to(dev).eval()
-    rows = [_row("dense", dense, splits, dev)]
+    rows = [_dense_row(dense, checkpoint, meta, splits, dev, evaluate=dense_eval, timed=latency)]
     loader = make_loader(splits.search, RECAL_BATCH) if criterion == "auto" else None
     result = apply_plan(dense, plan, criterion, space=space, loader=loader, seed=seed)
     pruned = result.model.to(dev)
     recal = EvalBatches.from_dataset(splits.train_plain, RECAL_BATCH, RECAL_BATCHES * RECAL_BATCH, seed=seed)
     recalibrate_batchnorm(pruned, recal.images, dev)
-    rows.append(_row("pruned (BN recalibrated)", pruned, splits, dev))
+    rows.append(_row("pruned (BN recalibrated)", pruned, splits, dev, timed=latency))
     if finetune_epochs > 0:
         config = TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size, seed=seed, warmup_epochs=0)
         train(pruned, splits, config, device=dev, teacher=dense if kd else None, reporter=reporter)
         label = f"pruned + fine-tune {finetune_epochs} ep" + (" (KD)" if kd else "")
-        rows.append(_row(label, pruned, splits, dev))
+        rows.append(_row(label, pruned, splits, dev, timed=latency))
     pruned.cpu().eval()
     with removed_on_failure(out):
         saved = save_pruned(out, result)
@@ -155,15 +162,53 @@ def _checkpoint_of(
     return checkpoint, []
 
 
-def _row(label: str, model: torch.nn.Module, splits: DataSplits, device: torch.device) -> ModelReport:
-    """FLOPs, params and CPU latency of ``model`` with its test accuracy."""
-    accuracy = evaluate_dataset(model, splits.test, device).accuracy
+def _row(
+    label: str,
+    model: torch.nn.Module,
+    splits: DataSplits,
+    device: torch.device,
+    *,
+    timed: bool = True,
+    figures: tuple[float | None, float | None] | None = None,
+) -> ModelReport:
+    """FLOPs, params and CPU latency of ``model`` with its test accuracy (``figures``: the
+    accuracy and latency already known, measured otherwise; ``timed=False``: no latency)."""
+    accuracy, ms = figures or (evaluate_dataset(model, splits.test, device).accuracy, None)
     size = splits.input_size
     on_cpu = copy.deepcopy(model).cpu().eval()
+    if timed and ms is None:
+        ms = latency_ms(on_cpu, size)
     example = torch.zeros(1, 3, size, size)
     return ModelReport(
-        label, measured_macs(on_cpu, example), param_count(on_cpu), latency_ms(on_cpu, size), accuracy
+        label, measured_macs(on_cpu, example), param_count(on_cpu), ms if timed else None, accuracy
     )
+
+
+def _dense_row(
+    model: torch.nn.Module,
+    checkpoint: str | os.PathLike,
+    meta: dict[str, Any],
+    splits: DataSplits,
+    device: torch.device,
+    *,
+    evaluate: bool,
+    timed: bool,
+) -> ModelReport:
+    """The dense row, its accuracy and latency from the cache when known (and cached once measured)."""
+    sha = file_sha256(checkpoint)
+    accuracy_key = f"test accuracy {meta['dataset']} {splits.input_size}px"
+    latency_key = f"cpu latency b64 ms, {torch.get_num_threads()} thread(s)"
+    accuracy = cached_figure(sha, accuracy_key)
+    if accuracy is None and evaluate:
+        accuracy = evaluate_dataset(model, splits.test, device).accuracy
+        store_figure(sha, accuracy_key, accuracy)
+    elif accuracy is None:
+        accuracy = meta.get("accuracy")  # what training measured on the same test split
+    ms = cached_figure(sha, latency_key) if timed else None
+    row = _row("dense", model, splits, device, timed=timed, figures=(accuracy, ms))
+    if timed and ms is None:
+        store_figure(sha, latency_key, row.latency_ms)
+    return row
 
 
 def _export(model: torch.nn.Module, out: Path, export: str | None, size: int) -> Path | None:

@@ -27,6 +27,7 @@ class DenseRecipe:
     input_size: int | None = None
     device: str = "auto"
     trust_code: bool = False  # build a module:callable arch (the user named it, or allowed it)
+    weights: str | None = None  # start from published weights (torchvision:/timm: archs)
 
 
 def ensure_checkpoint(
@@ -61,10 +62,17 @@ def ensure_checkpoint(
     check_writable_file(path, "checkpoint")
     resolve_device(recipe.device)
     splits = load_dataset(recipe.dataset, recipe.data_dir, input_size=recipe.input_size)
-    create_model(recipe.arch, splits.num_classes, splits.input_size, trust_code=recipe.trust_code)
+    create_model(
+        recipe.arch,
+        splits.num_classes,
+        splits.input_size,
+        trust_code=recipe.trust_code,
+        weights=recipe.weights,
+    )
     reporter.note(
         f"no checkpoint at {path}: training a dense {recipe.arch} on {recipe.dataset} first "
-        f"({recipe.epochs} epochs; later runs reuse it)"
+        f"({recipe.epochs} epochs{f' from weights {recipe.weights}' if recipe.weights else ''}; "
+        "later runs reuse it)"
     )
     dense.train_dense(
         recipe.arch,
@@ -77,5 +85,6 @@ def ensure_checkpoint(
         device=recipe.device,
         reporter=reporter,
         trust_code=recipe.trust_code,
+        weights=recipe.weights,
     )
     return path

@@ -106,6 +106,7 @@ class SearchConfig:
     train_missing: bool = False  # a missing --checkpoint path: train the dense model there (else an error)
     force: bool = False  # a --sensitivity file of another checkpoint, a foreign latency table
     trust_code: bool = False  # build a module:callable arch; never stored: each process decides
+    weights: str | None = None  # a dense model trained first starts from these published weights
 
     def validate(self) -> Budget:
         for name, value, valid in (
@@ -428,6 +429,7 @@ def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Repo
         input_size=config.input_size,
         device=config.device,
         trust_code=config.trust_code,
+        weights=config.weights,
     )
     checkpoint = ensure_checkpoint(
         config.checkpoint, run_dir / "dense.pt", recipe, reporter, train_missing=config.train_missing

@@ -77,6 +77,7 @@ class SensitivityJob:
     chart: Path | None = None
     train_missing: bool = False  # a missing --checkpoint path: train a dense model there (else an error)
     trust_code: bool = False  # build a module:callable arch named by the checkpoint
+    weights: str | None = None  # a dense model trained first starts from these published weights
 
 
 @dataclass
@@ -141,6 +142,7 @@ def _checkpoint(job: SensitivityJob, out: Path, reporter: Reporter) -> Path:
         seed=job.seed or 0,
         device=job.device,
         trust_code=job.trust_code,
+        weights=job.weights,
     )
     return ensure_checkpoint(job.checkpoint, default, recipe, reporter, train_missing=job.train_missing)
 
