@@ -28,6 +28,7 @@ def cli() -> None:
 for command in (
     dense.models,
     dense.train,
+    dense.import_,
     dense.inspect,
     search.search,
     search.worker,

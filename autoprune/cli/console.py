@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -70,3 +75,16 @@ class RichReporter(Reporter):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def run_job(job: Callable[..., Any], *args: Any, threads: int | None = None, **kwargs: Any) -> Any:
+    """Call ``job`` with a live progress reporter and ``threads`` torch CPU threads: passed on
+    when the job takes a ``threads`` argument, else set around the call."""
+    from autoprune.jobs import torch_threads
+
+    if "threads" in inspect.signature(job).parameters:
+        kwargs["threads"], scope = threads, nullcontext()
+    else:
+        scope = torch_threads(threads)
+    with scope:
+        return job(*args, reporter=RichReporter(), **kwargs)

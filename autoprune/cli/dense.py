@@ -1,4 +1,4 @@
-"""Commands about dense models: `models`, `train`, `inspect`."""
+"""Commands about dense models: `models`, `train`, `import`, `inspect`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,21 @@ import click
 from rich.table import Table
 
 import autoprune
-from autoprune.cli.console import RichReporter, stdout
-from autoprune.cli.options import data_options, device_option, names_user_builder, trust_code_option
+from autoprune.cli.console import run_job, stdout
+from autoprune.cli.options import (
+    arch_option,
+    count_option,
+    data_options,
+    device_option,
+    input_size_option,
+    names_user_builder,
+    out_option,
+    positive_option,
+    seed_option,
+    threads_option,
+    trust_code_option,
+    weights_option,
+)
 
 
 @click.command()
@@ -21,55 +34,62 @@ def models() -> None:
 
 
 @click.command()
-@click.option(
-    "--arch",
-    required=True,
-    help="Model name (see `autoprune models`); naming a module:callable here imports and runs it.",
-)
+@arch_option(help="Model name (see `autoprune models`); naming a module:callable here imports and runs it.")
+@weights_option
 @data_options("digits")
-@click.option("--epochs", type=click.IntRange(1), default=15, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--input-size",
-    type=click.IntRange(8),
-    default=None,
-    help="Image side in pixels (dataset default).",
-)
+@count_option("--epochs", 15)
+@positive_option("--lr", 0.1)
+@count_option("--batch-size", 64)
+@count_option("--train-images", None, "Train on a seeded subset of this many training images (default: all).")
+@seed_option()
+@input_size_option(help="Image side in pixels (dataset default).")
 @device_option
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("dense.pt"),
-    show_default=True,
-)
+@threads_option
+@out_option("dense.pt")
 @trust_code_option
-def train(arch, dataset, data_dir, epochs, lr, batch_size, seed, input_size, device, out, trust_code) -> None:
+def train(arch, dataset, out, trust_code, **options) -> None:
     """Train a dense model (SGD + cosine) and save a checkpoint.
 
     Example: autoprune train --arch resnet20 --dataset digits --epochs 15 --out dense.pt
 
     A module:callable --arch is built because you named it on the command line (--trust-code
-    is implied here). Ctrl-C stops within one batch and writes nothing.
+    is implied here). --weights starts from published weights instead of random ones.
+    Ctrl-C stops within one batch and writes nothing.
     """
     from autoprune.jobs import train_dense
 
-    result = train_dense(
+    trust_code = trust_code or names_user_builder(arch)
+    result = run_job(train_dense, arch, dataset, out, trust_code=trust_code, **options)
+    stdout.print(f"test accuracy {result.accuracy:.2%} ({arch} on {dataset}) -> {out}")
+
+
+@click.command("import")
+@click.argument("weights", type=click.Path(dir_okay=False, path_type=Path))
+@arch_option(help="Model name the weights belong to (see `autoprune models`).")
+@count_option("--num-classes", None, "Classes of the model's head.", required=True)
+@count_option("--input-size", None, "Image side in pixels the model is used at.", minimum=8, required=True)
+@click.option("--dataset", default=None, help="Dataset later commands evaluate on (kept in the checkpoint).")
+@out_option("dense.pt")
+@trust_code_option
+def import_(weights, arch, num_classes, input_size, dataset, out, trust_code) -> None:
+    """Turn a plain state_dict file (WEIGHTS, loaded weights-only; a dict with a state_dict or
+    model key is accepted) into an autoprune checkpoint, checking that it fits --arch.
+
+    Example: autoprune import resnet18.pth --arch torchvision:resnet18 --num-classes 1000
+    --input-size 224 --dataset imagenet --out dense.pt
+    """
+    from autoprune.jobs import import_weights
+
+    path = import_weights(
+        weights,
         arch,
-        dataset,
         out,
-        data_dir=data_dir,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
+        num_classes=num_classes,
         input_size=input_size,
-        device=device,
-        reporter=RichReporter(),
+        dataset=dataset,
         trust_code=trust_code or names_user_builder(arch),
     )
-    stdout.print(f"test accuracy {result.accuracy:.2%} ({arch} on {dataset}) -> {out}")
+    stdout.print(f"imported {weights} as a {arch} checkpoint -> {path}")
 
 
 @click.command()

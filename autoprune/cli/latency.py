@@ -2,47 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from autoprune.cli.console import stdout
+from autoprune.cli.options import arch_option, choice_option, count_option, file_option, threads_option
 
 
 @click.command("latency-table")
-@click.option("--arch", required=True, help="Model name (see `autoprune models`).")
-@click.option(
-    "--checkpoint",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Dense checkpoint (its widths and input size); default: a fresh --arch model.",
+@arch_option()
+@file_option(
+    "--checkpoint", help="Dense checkpoint (its widths and input size); default: a fresh --arch model."
 )
-@click.option(
-    "--input-size",
-    type=click.IntRange(8),
-    default=32,
-    show_default=True,
-    help="Image side when no checkpoint is given.",
-)
-@click.option(
-    "--num-classes",
-    type=click.IntRange(1),
-    default=10,
-    show_default=True,
-    help="Classes when no checkpoint is given.",
-)
+@count_option("--input-size", 32, "Image side when no checkpoint is given.", minimum=8)
+@count_option("--num-classes", 10, "Classes when no checkpoint is given.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (the target device).")
-@click.option("--runtime", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch threads (default: torch's).")
-@click.option(
-    "--rounds",
-    type=click.IntRange(1),
-    default=5,
-    show_default=True,
-    help="Timing rounds per grid point (minimum kept).",
-)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Table JSON.")
+@choice_option("--runtime", ["torch", "onnxruntime"], "torch")
+@count_option("--batch-size", 1)
+@threads_option
+@count_option("--rounds", 5, "Timing rounds per grid point (minimum kept).")
+@file_option("--out", required=True, help="Table JSON.")
 def latency_table(
     arch, checkpoint, input_size, num_classes, device, runtime, batch_size, threads, rounds, out
 ):

@@ -11,11 +11,22 @@ import click
 
 from autoprune.cli.console import RichReporter, stderr, stdout
 from autoprune.cli.options import (
+    arch_option,
+    choice_option,
+    count_option,
     data_options,
+    dense_checkpoint_option,
     device_option,
+    file_option,
+    folder_option,
+    input_size_option,
     names_user_builder,
+    positive_option,
+    seed_option,
+    threads_option,
     train_missing_option,
     trust_code_option,
+    weights_option,
 )
 from autoprune.registry import (
     CHANNEL_CRITERIA,
@@ -102,7 +113,8 @@ def _print_result(result) -> None:
 
 
 @click.command()
-@click.option("--arch", required=True, help="Model name (see `autoprune models`).")
+@arch_option()
+@weights_option
 @click.option(
     "--flops", type=float, default=None, help="FLOPs budget as a fraction of the dense model, 0 < x <= 1."
 )
@@ -124,25 +136,12 @@ def _print_result(result) -> None:
     "--latency: RUN_DIR/latency_table.json, built there first.",
 )
 @data_options("cifar10")
-@click.option("--input-size", type=click.IntRange(8), default=None, help="Image side (dataset default).")
-@click.option(
-    "--checkpoint",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Dense checkpoint (default RUN_DIR/dense.pt, trained there first if missing, and said so). "
-    "A --checkpoint path that does not exist is an error unless --train-missing.",
-)
+@input_size_option()
+@dense_checkpoint_option("RUN_DIR/dense.pt, trained there first if missing, and said so")
 @train_missing_option
-@click.option(
-    "--dense-epochs",
-    type=click.IntRange(1),
-    default=30,
-    show_default=True,
-    help="Epochs when the dense model is trained first.",
-)
-@click.option(
-    "--sensitivity",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="sens.json from `autoprune sensitivity --unit group` on the same checkpoint.",
+@count_option("--dense-epochs", 30, "Epochs when the dense model is trained first.")
+@file_option(
+    "--sensitivity", help="sens.json from `autoprune sensitivity --unit group` on the same checkpoint."
 )
 @click.option(
     "--force",
@@ -151,62 +150,29 @@ def _print_result(result) -> None:
     "measured on another device or runtime; rebuild a cached RUN_DIR/latency_table.json made for "
     "another target (device, runtime, threads, batch size).",
 )
-@click.option(
+@choice_option(
     "--sensitivity-method",
-    type=click.Choice(SENSITIVITY_METHODS.names),
-    default="sr-init",
-    show_default=True,
-    help="Computed on the fly when no --sensitivity file is given.",
+    SENSITIVITY_METHODS.names,
+    "sr-init",
+    "Computed on the fly when no --sensitivity file is given.",
 )
-@click.option(
-    "--prior",
-    type=click.Choice(PRIORS.names),
-    default="sensitivity",
-    show_default=True,
-    help="Prior keep ratios: from sensitivity, or uniform.",
-)
-@click.option(
-    "--space",
-    type=click.Choice(SEARCH_SPACES.names),
-    default="group",
-    show_default=True,
-    help="Per-group or per-stage multipliers.",
-)
-@click.option(
-    "--sampler",
-    type=click.Choice(SAMPLERS.names),
-    default="tpe",
-    show_default=True,
-    help="nsga2 searches a Pareto front of accuracy vs FLOPs.",
-)
-@click.option(
-    "--pruner",
-    type=click.Choice(TRIAL_PRUNERS.names),
-    default="wilcoxon",
-    show_default=True,
-    help="Stops weak trials early.",
-)
-@click.option("--proxy", type=click.Choice(PROXIES.names), default="recal", show_default=True)
-@click.option(
+@choice_option("--prior", PRIORS.names, "sensitivity", "Prior keep ratios: from sensitivity, or uniform.")
+@choice_option("--space", SEARCH_SPACES.names, "group", "Per-group or per-stage multipliers.")
+@choice_option("--sampler", SAMPLERS.names, "tpe", "nsga2 searches a Pareto front of accuracy vs FLOPs.")
+@choice_option("--pruner", TRIAL_PRUNERS.names, "wilcoxon", "Stops weak trials early.")
+@choice_option("--proxy", PROXIES.names, "recal")
+@choice_option(
     "--proxy-metric",
-    type=click.Choice(PROXY_METRICS.names),
-    default="acc",
-    show_default=True,
-    help="supernet proxy: recalibrated top-1, or minus the summed stage losses.",
+    PROXY_METRICS.names,
+    "acc",
+    "supernet proxy: recalibrated top-1, or minus the summed stage losses.",
 )
-@click.option(
+@count_option(
     "--supernet-steps",
-    type=click.IntRange(1),
-    default=None,
-    help="supernet proxy: training steps when the run folder has no supernet.pt (default 5 epochs).",
+    None,
+    "supernet proxy: training steps when the run folder has no supernet.pt (default 5 epochs).",
 )
-@click.option(
-    "--criterion",
-    type=click.Choice(CHANNEL_CRITERIA.names),
-    default="l1",
-    show_default=True,
-    help="Which channels a candidate keeps.",
-)
+@choice_option("--criterion", CHANNEL_CRITERIA.names, "l1", "Which channels a candidate keeps.")
 @click.option(
     "--trials",
     type=click.IntRange(1, MAX_TRIALS),
@@ -215,15 +181,8 @@ def _print_result(result) -> None:
     help="Finished trials (complete or pruned) the whole study gets, stored in it: running the "
     "command again resumes and runs only the missing ones, and workers stop at it too.",
 )
-@click.option(
-    "--timeout",
-    type=click.FloatRange(0, min_open=True),
-    default=None,
-    help="Stop starting trials after this many seconds.",
-)
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Makes a single-worker run reproducible."
-)
+@positive_option("--timeout", None, "Stop starting trials after this many seconds.")
+@seed_option(0, "Makes a single-worker run reproducible.")
 @click.option(
     "--study",
     default=None,
@@ -234,29 +193,14 @@ def _print_result(result) -> None:
     default=None,
     help="sqlite:///F, postgresql://..., redis://... (default: a journal file in the run folder).",
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Run folder (default runs/<study>).",
-)
-@click.option(
-    "--recal-batches",
-    type=click.IntRange(1),
-    default=8,
-    show_default=True,
-    help="Training batches for BN recalibration.",
-)
-@click.option("--batch-size", type=click.IntRange(1), default=128, show_default=True)
-@click.option(
-    "--search-images",
-    type=click.IntRange(1),
-    default=None,
-    help="Search-split images per trial (default: all).",
-)
+@folder_option("--out", help="Run folder (default runs/<study>).")
+@count_option("--recal-batches", 8, "Training batches for BN recalibration.")
+@count_option("--batch-size", 128)
+@count_option("--search-images", None, "Search-split images per trial (default: all).")
 @device_option
+@threads_option
 @trust_code_option
-def search(**options) -> None:
+def search(threads, **options) -> None:
     """Search per-group channel counts under a budget with an Optuna study.
 
     Example: autoprune search --arch mobilenetv2 --flops 0.67
@@ -264,11 +208,11 @@ def search(**options) -> None:
     Writes runs/<study>/: study.journal, best_trial.json, trials.csv, summary.png,
     per-trial charts (artifacts/). Ctrl-C stops after the current trial.
     """
-    from autoprune.jobs import SearchConfig, run_search
+    from autoprune.jobs import SearchConfig, run_search, torch_threads
 
     options["trust_code"] = options["trust_code"] or names_user_builder(options["arch"])
     config = SearchConfig(**{k: str(v) if isinstance(v, Path) else v for k, v in options.items()})
-    with TrialsInterrupt() as interrupt:
+    with TrialsInterrupt() as interrupt, torch_threads(threads):
         result = run_search(config, RichReporter(), interrupt.stop, on_trials_start=interrupt.arm)
     _print_result(result)
 
@@ -289,11 +233,12 @@ def search(**options) -> None:
     help="At most this many trials from this worker (default: until the study has the number "
     "of trials its search set).",
 )
-@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None)
-@click.option("--seed", type=int, default=None, help="Sampler seed for this worker (default: random).")
+@positive_option("--timeout", None)
+@seed_option(None, "Sampler seed for this worker (default: random).")
 @device_option
+@threads_option
 @trust_code_option
-def worker(run_dir, storage, study, trials, timeout, seed, device, trust_code) -> None:
+def worker(run_dir, threads, **options) -> None:
     """Run trials for an existing study, from another process or machine.
 
     Example: autoprune worker runs/resnet20-digits-flops0.5 --trials 20
@@ -301,21 +246,11 @@ def worker(run_dir, storage, study, trials, timeout, seed, device, trust_code) -
     The study's model is built from its stored config; a module:callable arch there is built
     only with this worker's own --trust-code (the stored config never grants it).
     """
-    from autoprune.jobs import run_worker
+    from autoprune.jobs import run_worker, torch_threads
 
-    with TrialsInterrupt() as interrupt:
+    with TrialsInterrupt() as interrupt, torch_threads(threads):
         result = run_worker(
-            run_dir,
-            storage=storage,
-            study=study,
-            trials=trials,
-            timeout=timeout,
-            device=device,
-            seed=seed,
-            reporter=RichReporter(),
-            stop=interrupt.stop,
-            trust_code=trust_code,
-            on_trials_start=interrupt.arm,
+            run_dir, reporter=RichReporter(), stop=interrupt.stop, on_trials_start=interrupt.arm, **options
         )
     _print_result(result)
 

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import click
 from rich.table import Table
 
-from autoprune.cli.console import RichReporter, stdout
+from autoprune.cli.console import run_job, stdout
 from autoprune.cli.options import (
+    arch_option,
+    choice_option,
+    count_option,
     data_options,
+    dense_checkpoint_option,
     device_option,
+    file_option,
     names_user_builder,
+    out_option,
+    seed_option,
+    threads_option,
     train_missing_option,
     trust_code_option,
+    weights_option,
 )
 from autoprune.registry import SENSITIVITY_METHODS, SENSITIVITY_UNITS
 
@@ -46,34 +54,25 @@ def _parse_sigmas(text: str) -> list[float]:
 
 
 @click.command()
-@click.option("--arch", default=None, help="Model name (default: the checkpoint's).")
+@arch_option(required=False, help="Model name (default: the checkpoint's).")
+@weights_option
 @data_options("digits")
-@click.option(
-    "--checkpoint",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Dense checkpoint (default dense-ARCH-DATASET.pt next to --out, trained there first if missing "
-    "and reused by later runs). A --checkpoint path that does not exist is an error unless --train-missing.",
+@dense_checkpoint_option(
+    "dense-ARCH-DATASET.pt next to --out, trained there first if missing and reused by later runs"
 )
 @train_missing_option
-@click.option("--method", type=click.Choice(SENSITIVITY_METHODS.names), default="sr-init", show_default=True)
-@click.option(
+@choice_option("--method", SENSITIVITY_METHODS.names, "sr-init")
+@choice_option(
     "--unit",
-    type=click.Choice(SENSITIVITY_UNITS.names),
-    default="block",
-    show_default=True,
-    help="block: modules with a skip connection; group: channel groups.",
+    SENSITIVITY_UNITS.names,
+    "block",
+    "block: modules with a skip connection; group: channel groups.",
 )
-@click.option("--seeds", type=click.IntRange(1), default=3, show_default=True, help="Redraws per unit.")
+@count_option("--seeds", 3, "Redraws per unit.")
 @click.option(
     "--sigmas", default="0.1,0.25,0.5", show_default=True, help="SBPF noise levels (x std of each weight)."
 )
-@click.option(
-    "--images",
-    type=click.IntRange(1),
-    default=None,
-    help="Images of the search split (default: all; with --adaptive: the budget).",
-)
+@count_option("--images", None, "Images of the search split (default: all; with --adaptive: the budget).")
 @click.option(
     "--adaptive",
     is_flag=True,
@@ -92,11 +91,10 @@ def _parse_sigmas(text: str) -> list[float]:
     show_default=True,
     help="Memory for cached activations plus one pass; caps the chunk size.",
 )
-@click.option(
+@count_option(
     "--chunk-size",
-    type=click.IntRange(1),
-    default=None,
-    help="Images per chunk, overriding the default: on CPU up to 128, fewer when the model's largest "
+    None,
+    "Images per chunk, overriding the default: on CPU up to 128, fewer when the model's largest "
     "activation would pass 32 MiB a chunk; 1024 on GPU; always within --max-memory.",
 )
 @click.option(
@@ -112,68 +110,22 @@ def _parse_sigmas(text: str) -> list[float]:
     metavar="TAU",
     help="Write a depth Plan removing every removable block with drop <= TAU.",
 )
-@click.option(
-    "--remove", "remove_k", type=click.IntRange(0), default=None, metavar="K", help="... or the K lowest."
-)
-@click.option(
-    "--plan-out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Where the depth Plan goes (default: --out with .plan.json).",
-)
-@click.option(
+@count_option("--remove", None, "... or the K lowest.", minimum=0, metavar="K")
+@file_option("--plan-out", help="Where the depth Plan goes (default: --out with .plan.json).")
+@file_option(
     "--sensitivity",
     "from_json",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
     help="Reuse a saved sens.json instead of computing (e.g. to try another --prune-blocks).",
 )
-@click.option("--seed", type=int, default=None, help="Search-split seed (default: the checkpoint's).")
-@click.option(
-    "--epochs", type=click.IntRange(1), default=15, show_default=True, help="If a dense model is trained."
-)
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads (default: torch's).")
+@seed_option(None, "Search-split seed (default: the checkpoint's).")
+@count_option("--epochs", 15, "If a dense model is trained.")
+@threads_option
 @device_option
-@click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("sens.json"), show_default=True
-)
-@click.option(
-    "--chart",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="PNG bar chart (default: --out with .png).",
-)
+@out_option("sens.json")
+@file_option("--chart", help="PNG bar chart (default: --out with .png).")
 @trust_code_option
 @click.pass_context
-def sensitivity(
-    ctx: click.Context,
-    arch,
-    dataset,
-    data_dir,
-    checkpoint,
-    method,
-    unit,
-    seeds,
-    sigmas,
-    images,
-    adaptive,
-    adaptive_target,
-    max_memory,
-    chunk_size,
-    exact,
-    tau,
-    remove_k,
-    plan_out,
-    from_json,
-    seed,
-    epochs,
-    threads,
-    device,
-    out,
-    chart,
-    train_missing,
-    trust_code,
-) -> None:
+def sensitivity(ctx: click.Context, **options) -> None:
     """Measure how much each block or channel group matters (SR-init, SBPF, BN-gamma).
 
     Writes a JSON (the input of `autoprune search --sensitivity`) and a bar chart;
@@ -183,45 +135,24 @@ def sensitivity(
     """
     from autoprune.jobs import SensitivityJob, run_sensitivity_job
 
+    tau, remove_k = options["tau"], options.pop("remove")
     if tau is not None and remove_k is not None:
         raise click.UsageError("give either --prune-blocks TAU or --remove K, not both")
-    if (tau is not None or remove_k is not None) and unit != "block":
+    if (tau is not None or remove_k is not None) and options["unit"] != "block":
         raise click.UsageError("depth pruning (--prune-blocks/--remove) needs --unit block")
     explicit_dataset = ctx.get_parameter_source("dataset") not in (
         click.core.ParameterSource.DEFAULT,
         click.core.ParameterSource.DEFAULT_MAP,
     )
-    job = SensitivityJob(
-        arch=arch,
-        dataset=dataset if explicit_dataset else None,
-        default_dataset=dataset,
-        data_dir=data_dir,
-        checkpoint=checkpoint,
-        method=method,
-        unit=unit,
-        seeds=seeds,
-        sigmas=_parse_sigmas(sigmas),
-        images=images,
-        adaptive=adaptive,
-        adaptive_target=adaptive_target,
-        max_memory=parse_size(max_memory),
-        chunk_size=chunk_size,
-        exact=exact,
-        tau=tau,
+    options.update(
+        dataset=options["dataset"] if explicit_dataset else None,
+        default_dataset=options["dataset"],
         remove_k=remove_k,
-        plan_out=plan_out,
-        from_json=from_json,
-        seed=seed,
-        epochs=epochs,
-        threads=threads,
-        device=device,
-        out=out,
-        chart=chart,
-        train_missing=train_missing,
-        trust_code=trust_code or names_user_builder(arch),
+        sigmas=_parse_sigmas(options["sigmas"]),
+        max_memory=parse_size(options["max_memory"]),
+        trust_code=options["trust_code"] or names_user_builder(options["arch"]),
     )
-    result = run_sensitivity_job(job, reporter=RichReporter())
-    _print_summary(result)
+    _print_summary(run_job(run_sensitivity_job, SensitivityJob(**options)))
 
 
 def _print_summary(result) -> None:
