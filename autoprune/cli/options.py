@@ -157,16 +157,6 @@ def dense_checkpoint_option(default_text: str):
     )
 
 
-def storage_options(storage_help: str, study_help: str):
-    """``--storage`` and ``--study`` of a search or a worker."""
-
-    def decorate(f):
-        f = click.option("--study", default=None, help=study_help)(f)
-        return click.option("--storage", default=None, help=storage_help)(f)
-
-    return decorate
-
-
 def names_user_builder(arch: str | None) -> bool:
     """``arch`` is a ``module:callable`` builder (not a built-in, torchvision or timm name).
 
