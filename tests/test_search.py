@@ -16,6 +16,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from optuna.trial import TrialState
 
 from autoprune import AutopruneError, create_model
 from autoprune.budget import Budget, project_to_budget
@@ -90,6 +91,10 @@ def test_budget_must_be_a_fraction(value):
 
 
 def _search(tmp_path: Path, checkpoint: Path, **overrides) -> object:
+    return run_search(_config(tmp_path, checkpoint, **overrides))
+
+
+def _config(tmp_path: Path, checkpoint: Path, **overrides) -> SearchConfig:
     config = SearchConfig(
         arch="resnet20",
         dataset="digits",
@@ -107,7 +112,7 @@ def _search(tmp_path: Path, checkpoint: Path, **overrides) -> object:
     )
     for key, value in overrides.items():
         setattr(config, key, value)
-    return run_search(config)
+    return config
 
 
 def test_a_short_search_writes_a_plan_that_applies_within_budget(tmp_path, digits_checkpoint):
@@ -138,9 +143,9 @@ def test_a_short_search_writes_a_plan_that_applies_within_budget(tmp_path, digit
     assert len(lines) == 6 and lines[0].startswith("trial,state,accuracy")
 
 
-def test_resume_adds_trials_to_the_same_study(tmp_path, digits_checkpoint):
+def test_resume_runs_only_the_missing_trials(tmp_path, digits_checkpoint):
     _search(tmp_path, digits_checkpoint, trials=2)
-    result = _search(tmp_path, digits_checkpoint, trials=3)
+    result = _search(tmp_path, digits_checkpoint, trials=5)  # --trials is the study's total
     assert result.trials_done == 3
     lines = (tmp_path / "run" / "trials.csv").read_text().splitlines()
     assert len(lines) == 1 + 5
@@ -174,19 +179,11 @@ def test_stop_request_ends_after_the_current_trial(tmp_path, digits_checkpoint):
 
 
 def test_two_processes_share_one_journal(tmp_path, digits_checkpoint):
-    _search(tmp_path, digits_checkpoint, trials=1)
+    stop = threading.Event()
+    stop.set()  # the search stores the cap of 5 and stops after its first trial
+    run_search(_config(tmp_path, digits_checkpoint), stop=stop)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "autoprune.cli",
-        "worker",
-        str(tmp_path / "run"),
-        "--trials",
-        "2",
-        "--device",
-        "cpu",
-    ]
+    cmd = [sys.executable, "-m", "autoprune.cli", "worker", str(tmp_path / "run"), "--device", "cpu"]
     workers = [
         subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)
     ]
@@ -197,11 +194,9 @@ def test_two_processes_share_one_journal(tmp_path, digits_checkpoint):
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "run" / "study.journal"))
     )
     trials = optuna.load_study(study_name="t", storage=storage).trials
-    assert len(trials) == 5
-    assert all(
-        t.state == optuna.trial.TrialState.COMPLETE or t.state == optuna.trial.TrialState.PRUNED
-        for t in trials
-    )
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 5  # the workers stop at the study's cap, together
+    assert all(t.user_attrs.get("surplus") for t in trials if t not in finished)
 
 
 @pytest.mark.parametrize(
