@@ -32,8 +32,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autoprune.search.liveness import fail_dead_trials, owner_may_be_alive, trial_owner
+from autoprune.search.outputs import SURPLUS_ATTR, is_surplus
 
-SURPLUS_ATTR = "surplus"
+__all__ = ["SURPLUS_ATTR", "SurplusTrial", "TrialCap", "finished_count", "is_surplus"]
+
 POLL_S = 0.25
 UNOWNED_GRACE_S = 60.0
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -51,10 +53,6 @@ class _QuietSurplus(logging.Filter):
 
 
 logging.getLogger("optuna.study._optimize").addFilter(_QuietSurplus())
-
-
-def is_surplus(trial: FrozenTrial) -> bool:
-    return bool(trial.user_attrs.get(SURPLUS_ATTR))
 
 
 def finished_count(study: optuna.Study) -> int:

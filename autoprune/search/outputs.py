@@ -32,9 +32,10 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
 from autoprune.io import atomic_write, write_json, write_text
-from autoprune.search.cap import is_surplus
 from autoprune.space import PruningSpace
 
+SURPLUS_ATTR = "surplus"
+"""User attr of a trial the study's cap left no room for (:mod:`autoprune.search.cap`)."""
 BEST_TRIAL = "best_trial.json"
 TRIALS_CSV = "trials.csv"
 SUMMARY_PNG = "summary.png"
@@ -44,6 +45,10 @@ SUMMARY_PNG = "summary.png"
 class StudyPointer:
     name: str
     storage: str
+
+
+def is_surplus(trial: FrozenTrial) -> bool:
+    return bool(trial.user_attrs.get(SURPLUS_ATTR))
 
 
 def completed(study: optuna.Study) -> list[FrozenTrial]:
