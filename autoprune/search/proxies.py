@@ -20,7 +20,6 @@ import copy
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,7 +27,7 @@ from torch import nn
 
 from autoprune.data import EvalBatches
 from autoprune.errors import AutopruneError
-from autoprune.evaluation import evaluate
+from autoprune.evaluation import Evaluation, evaluate
 from autoprune.executor import MaskedExecutor
 from autoprune.plan import Plan
 from autoprune.recalibration import recalibrate_batchnorm
@@ -47,11 +46,8 @@ ReportFn = Callable[[int, float], None]
 """Called with (report step, that step's accuracy); may raise ``optuna.TrialPruned``."""
 
 
-@dataclass(frozen=True)
-class ProxyScore:
-    accuracy: float
-    loss: float
-    images: int
+class ProxyScore(Evaluation):
+    """A proxy's score: an :class:`~autoprune.evaluation.Evaluation` (accuracy, loss, images)."""
 
 
 class Proxy(abc.ABC):
@@ -129,7 +125,27 @@ def score_batches(
     return ProxyScore(result.accuracy, result.loss, result.images)
 
 
-class RecalProxy(Proxy):
+class _PrunedProxy(Proxy):
+    """Prunes a copy of the model by each plan (:func:`~autoprune.surgery.apply_plan`) and
+    re-estimates its BN statistics on the ``recal`` batches; subclasses score the result."""
+
+    def __init__(
+        self, model: nn.Module, space: PruningSpace, recal: EvalBatches, device: torch.device, criterion: str
+    ) -> None:
+        self.model = model.eval()
+        self.space = space
+        self.recal = recal.to(device)
+        self.device = device
+        self.criterion = criterion
+
+    def pruned(self, plan: Plan) -> nn.Module:
+        """The model pruned by ``plan`` on ``device``, its BN recalibrated."""
+        pruned = apply_plan(self.model, plan, self.criterion, space=self.space).model.to(self.device)
+        recalibrate_batchnorm(pruned, self.recal.images, self.device)
+        return pruned
+
+
+class RecalProxy(_PrunedProxy):
     """Inherit weights by importance, recalibrate BN on a few training batches, top-1 on the search split."""
 
     name = "recal"
@@ -144,20 +160,14 @@ class RecalProxy(Proxy):
         device: torch.device,
         criterion: str = "l1",
     ) -> None:
-        self.model = model.eval()
-        self.space = space
-        self.recal = recal.to(device)
+        super().__init__(model, space, recal, device, criterion)
         self.search = search.to(device)
-        self.device = device
-        self.criterion = criterion
 
     def score(self, plan: Plan, report: ReportFn | None = None) -> ProxyScore:
-        pruned = apply_plan(self.model, plan, self.criterion, space=self.space).model.to(self.device)
-        recalibrate_batchnorm(pruned, self.recal.images, self.device)
-        return score_batches(pruned, self.search, report)
+        return score_batches(self.pruned(plan), self.search, report)
 
 
-class ScoreFnProxy(Proxy):
+class ScoreFnProxy(_PrunedProxy):
     """The user's metric instead of top-1: prune by the plan (:func:`~autoprune.surgery.apply_plan`),
     recalibrate BN on the user's training batches, return ``score_fn(pruned)`` (higher is better).
 
@@ -178,16 +188,11 @@ class ScoreFnProxy(Proxy):
         device: torch.device,
         criterion: str = "l1",
     ) -> None:
-        self.model = model.eval()
-        self.space = space
-        self.recal = recal.to(device)
+        super().__init__(model, space, recal, device, criterion)
         self.score_fn = score_fn
-        self.device = device
-        self.criterion = criterion
 
     def score(self, plan: Plan, report: ReportFn | None = None) -> ProxyScore:
-        pruned = apply_plan(self.model, plan, self.criterion, space=self.space).model.to(self.device)
-        recalibrate_batchnorm(pruned, self.recal.images, self.device)
+        pruned = self.pruned(plan)
         with torch.no_grad():
             value = self.score_fn(pruned)
         try:
@@ -199,7 +204,7 @@ class ScoreFnProxy(Proxy):
         return ProxyScore(value, -value, 0)
 
 
-class MaskedRecalProxy(Proxy):
+class MaskedRecalProxy(RecalProxy):
     """The recal proxy on the dense network with the removed channels dead (the GPU path).
 
     Channels are chosen exactly as :func:`~autoprune.surgery.apply_plan` chooses them
@@ -215,8 +220,6 @@ class MaskedRecalProxy(Proxy):
     with an :class:`AutopruneError` here, and :func:`create_proxy` then falls back to
     :class:`RecalProxy`.
     """
-
-    name = "recal"
 
     def __init__(
         self,
@@ -235,12 +238,8 @@ class MaskedRecalProxy(Proxy):
             )
         device = torch.device(device)
         on_device = all(_same_device(t.device, device) for t in [*model.parameters(), *model.buffers()])
-        self.model = (model if on_device else copy.deepcopy(model).to(device)).eval()
-        self.space = space
-        self.recal = recal.to(device)
-        self.search = search.to(device)
-        self.device = device
-        self.criterion = criterion
+        placed = model if on_device else copy.deepcopy(model).to(device)
+        super().__init__(placed, space, recal, search, device=device, criterion=criterion)
         self.executor = MaskedExecutor(self.model, backend=backend)
         self._scores = group_scores(space, model, criterion)  # as apply_plan computes them (seed 0)
         self._masked = set(self.executor.conv_names)
