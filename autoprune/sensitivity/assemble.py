@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -49,6 +50,15 @@ def _unit(i: int, u: Unit, scores: Scores, perturbation: Perturbation) -> UnitSe
         deltas.append(acc0 - int(scores.correct[i, vi, :n].sum()) / n)
         loss_deltas.append(float(scores.loss[i, vi, :n].astype(np.float64).sum()) / n - loss0)
     per_seed, loss_per_seed, per_sigma = _by_seed(deltas, loss_deltas, perturbation)
+    return _unit_result(
+        u, per_seed, per_sigma, loss_delta=_mean(loss_per_seed), loss_per_seed=loss_per_seed, images=n
+    )
+
+
+def _unit_result(
+    u: Unit, per_seed: list[float], per_sigma: dict[str, float] | None, **loss_fields: Any
+) -> UnitSensitivity:
+    """``u``'s value: the mean and spread of its per-seed values (``loss_fields``: loss and images)."""
     return UnitSensitivity(
         id=u.id,
         kind=u.kind,
@@ -56,11 +66,9 @@ def _unit(i: int, u: Unit, scores: Scores, perturbation: Perturbation) -> UnitSe
         delta=_mean(per_seed),
         std=_std(per_seed),
         per_seed=per_seed,
-        loss_delta=_mean(loss_per_seed),
-        loss_per_seed=loss_per_seed,
         removable=u.removable,
-        images=n,
         per_sigma=per_sigma,
+        **loss_fields,
     )
 
 
@@ -94,18 +102,7 @@ def _std(values: Sequence[float]) -> float:
 
 def assemble_bn_gamma(ref: nn.Module, units: list[Unit], header: dict, start: float) -> Sensitivity:
     """BN-gamma's :class:`Sensitivity`: mean |gamma| per unit, no data."""
-    results = [
-        UnitSensitivity(
-            id=u.id,
-            kind=u.kind,
-            stage=u.stage,
-            delta=(v := bn_gamma_value(ref, u)),
-            std=0.0,
-            per_seed=[v],
-            removable=u.removable,
-        )
-        for u in units
-    ]
+    results = [_unit_result(u, [bn_gamma_value(ref, u)], None) for u in units]
     return Sensitivity(
         **header,
         seeds=[],
@@ -132,18 +129,7 @@ def assemble_scored(
     results = []
     for u, deltas in zip(units, drops, strict=True):
         per_seed, _, per_sigma = _by_seed(deltas, [0.0] * len(deltas), perturbation)
-        results.append(
-            UnitSensitivity(
-                id=u.id,
-                kind=u.kind,
-                stage=u.stage,
-                delta=_mean(per_seed),
-                std=_std(per_seed),
-                per_seed=per_seed,
-                removable=u.removable,
-                per_sigma=per_sigma,
-            )
-        )
+        results.append(_unit_result(u, per_seed, per_sigma))
     return Sensitivity(
         **header,
         seeds=perturbation.seed_list(),
