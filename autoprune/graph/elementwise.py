@@ -103,13 +103,18 @@ def combine(
     return _with_tensor(st, node, kind, layout, axis, nd, other, other_is_rhs)
 
 
+def _operand_axis(node: fx.Node, axis: int, nd: int, shape: tuple[int, ...]) -> tuple[str, int, int]:
+    """(where, k, size): the node for messages, the other operand's dim ``k`` that broadcasts
+    against channel ``axis`` of the ``nd``-dim result, and its size there (1 when it has none)."""
+    k = axis - (nd - len(shape))
+    return f"{op_name(node)} ({node.name})", k, shape[k] if 0 <= k < len(shape) else 1
+
+
 def _with_attr(
     st: State, node: fx.Node, kind: str, layout: Layout, axis: int, nd: int, other: Attr, other_is_rhs: bool
 ) -> Layout:
     """An operand that is a parameter or buffer: per channel, it is sliced with the channels."""
-    where = f"{op_name(node)} ({node.name})"
-    k = axis - (nd - len(other.shape))
-    size = other.shape[k] if 0 <= k < len(other.shape) else 1
+    where, k, size = _operand_axis(node, axis, nd, other.shape)
     if size == 1:
         return mark_live(layout, f"{where} adds a tensor") if kind == "add" else layout
     if size != layout_width(layout) or kind == "div" and other_is_rhs:
@@ -123,9 +128,7 @@ def _with_tensor(
     st: State, node: fx.Node, kind: str, layout: Layout, axis: int, nd: int, other: TInfo, other_is_rhs: bool
 ) -> Layout:
     """An operand computed by the graph: broadcast over the channels, or coupled with them."""
-    where = f"{op_name(node)} ({node.name})"
-    k = axis - (nd - len(other.shape))
-    size = other.shape[k] if 0 <= k < len(other.shape) else 1
+    where, k, size = _operand_axis(node, axis, nd, other.shape)
     o_axis = None if other.axis is None else other.axis + nd - len(other.shape)
     if size == 1:
         if other.layout is not None and o_axis != axis:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -171,63 +172,61 @@ def merged_channel_axis(s: tuple[int, ...], t: tuple[int, ...], a: int) -> tuple
     return None
 
 
-def permute(st: State, node: fx.Node) -> Any:
-    x = st.src(node)
-    out = st.out_info(node, [x])
+def _moves_channel_axis(where: Callable[[State, fx.Node, TInfo, TInfo], int | None]) -> FunctionRule:
+    """The rule of an op that moves its one input's channel axis: ``where(st, node, x, out)`` is
+    the output's channel axis, or None when the output carries no channels (frozen, squeezed)."""
+
+    def rule(st: State, node: fx.Node) -> Any:
+        x = st.src(node)
+        out = st.out_info(node, [x])
+        if x is None or x.layout is None:
+            return out
+        axis = where(st, node, x, out)
+        if axis is not None:
+            out.axis, out.layout = axis, x.layout
+        return out
+
+    return rule
+
+
+@_moves_channel_axis
+def permute(st: State, node: fx.Node, x: TInfo, out: TInfo) -> int | None:
     dims = list(node.args[1:]) if node.op == "call_method" else [node.args[1]]
     if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
         dims = list(dims[0])
-    if x is None or x.layout is None:
-        return out
     dims = [d % len(x.shape) for d in dims]
-    out.axis, out.layout = dims.index(x.axis), x.layout
-    return out
+    return dims.index(x.axis)
 
 
-def transpose(st: State, node: fx.Node) -> Any:
-    x = st.src(node)
-    out = st.out_info(node, [x])
-    if x is None or x.layout is None:
-        return out
+@_moves_channel_axis
+def transpose(st: State, node: fx.Node, x: TInfo, out: TInfo) -> int | None:
     d0, d1 = (arg(node, 1, "dim0") % len(x.shape)), (arg(node, 2, "dim1") % len(x.shape))
-    axis = d1 if x.axis == d0 else d0 if x.axis == d1 else x.axis
-    out.axis, out.layout = axis, x.layout
-    return out
+    return d1 if x.axis == d0 else d0 if x.axis == d1 else x.axis
 
 
-def squeeze(st: State, node: fx.Node) -> Any:
+@_moves_channel_axis
+def squeeze(st: State, node: fx.Node, x: TInfo, out: TInfo) -> int | None:
     """``squeeze`` and ``unsqueeze``."""
-    x = st.src(node)
-    out = st.out_info(node, [x])
-    if x is None or x.layout is None:
-        return out
     s, t = x.shape, out.shape
     if len(t) > len(s):  # unsqueeze(d)
         d = arg(node, 1, "dim") % len(t)
-        out.axis = x.axis + (1 if d <= x.axis else 0)
-    else:
-        if s[x.axis] == 1:
-            return out
-        dims = arg(node, 1, "dim")
-        if dims is None:
-            dims = [i for i, n in enumerate(s) if n == 1]
-        dims = [d % len(s) for d in (dims if isinstance(dims, (tuple, list)) else [dims]) if s[d] == 1]
-        out.axis = x.axis - sum(1 for d in dims if d < x.axis)
-    out.layout = x.layout
-    return out
+        return x.axis + (1 if d <= x.axis else 0)
+    if s[x.axis] == 1:
+        return None
+    dims = arg(node, 1, "dim")
+    if dims is None:
+        dims = [i for i, n in enumerate(s) if n == 1]
+    dims = [d % len(s) for d in (dims if isinstance(dims, (tuple, list)) else [dims]) if s[d] == 1]
+    return x.axis - sum(1 for d in dims if d < x.axis)
 
 
-def expand(st: State, node: fx.Node) -> Any:
-    x = st.src(node)
-    out = st.out_info(node, [x])
-    if x is None or x.layout is None:
-        return out
+@_moves_channel_axis
+def expand(st: State, node: fx.Node, x: TInfo, out: TInfo) -> int | None:
     axis = x.axis + len(out.shape) - len(x.shape)
     if out.shape[axis] != x.shape[x.axis]:
         st.freeze(x, f"expand ({node.name}) broadcasts channels")
-        return out
-    out.axis, out.layout = axis, x.layout
-    return out
+        return None
+    return axis
 
 
 # -- ops along other axes: pools, padding, softmax, reductions ------------------------
@@ -272,24 +271,19 @@ def softmax(st: State, node: fx.Node) -> Any:
     return pass_through(x, out, f"{op_name(node)} of 0 is not 0")
 
 
-def reduce(st: State, node: fx.Node) -> Any:
+@_moves_channel_axis
+def reduce(st: State, node: fx.Node, x: TInfo, out: TInfo) -> int | None:
     """``mean``, ``sum``, ... over dims other than the channels."""
-    x = st.src(node)
-    out = st.out_info(node, [x])
-    if x is None or x.layout is None:
-        return out
     dims = arg(node, 1, "dim")
     keep = arg(node, 2, "keepdim", False)
     if dims is None:
         st.freeze(x, f"{op_name(node)} reduces over channels")
-        return out
+        return None
     dims = [d % len(x.shape) for d in (dims if isinstance(dims, (tuple, list)) else [dims])]
     if x.axis in dims:
         st.freeze(x, f"{op_name(node)} reduces over channels")
-        return out
-    out.axis = x.axis if keep else x.axis - sum(1 for d in dims if d < x.axis)
-    out.layout = x.layout
-    return out
+        return None
+    return x.axis if keep else x.axis - sum(1 for d in dims if d < x.axis)
 
 
 def max_min(st: State, node: fx.Node) -> Any:
