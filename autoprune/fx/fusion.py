@@ -26,24 +26,6 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = [
-    "ACTIVATION_TABLE",
-    "Activation",
-    "ActivationKind",
-    "Chain",
-    "activation_of",
-    "batchnorm_affine",
-    "conv_chains",
-    "is_foldable_bn",
-    "is_plain_conv",
-    "module_calls",
-    "node_input",
-    "replace_chain",
-    "scale_weight",
-    "set_module",
-    "sole_user",
-]
-
 # -- activations ------------------------------------------------------------------
 
 
