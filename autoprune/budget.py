@@ -126,10 +126,8 @@ def project_to_budget(
         raise AutopruneError("a latency budget needs a latency table (autoprune latency-table)")
     cost = cost_model or CostModel(space)
     cost.latency_model = latency_model
-    prefs = np.asarray(preferences, dtype=np.float64)
-    if prefs.shape != (len(space.groups),) or not np.all(np.isfinite(prefs)) or np.any(prefs <= 0):
-        raise ValueError(f"preferences must be {len(space.groups)} positive finite numbers")
-    limits = _limits(budget, cost)
+    prefs = _preferences(space, preferences)
+    limits = _Limits.of(budget, cost)
 
     def channels_at(alpha: float, fixed: dict[int, int] | None = None) -> np.ndarray:
         channels = space.channels_from_ratios(keep_ratios(alpha, prefs, r_min)[None, :])[0]
@@ -138,20 +136,19 @@ def project_to_budget(
         return channels
 
     smallest = channels_at(0.0)
-    if not _fits(cost, smallest[None, :], limits)[0]:
+    if not limits.fits(smallest[None, :])[0]:
         raise AutopruneError(_too_small_message(budget, cost, smallest, r_min))
     top = 1.0 / prefs.min()
-    if _fits(cost, channels_at(top)[None, :], limits)[0]:
-        channels = channels_at(top)
-        return _projection(space, cost, channels, keep_ratios(top, prefs, r_min), top, 0)
+    if limits.fits(channels_at(top)[None, :])[0]:
+        return _projection(space, cost, channels_at(top), keep_ratios(top, prefs, r_min), top, 0)
     fixed: dict[int, int] = {}
 
     def at(alpha: float) -> np.ndarray:
         return channels_at(alpha, fixed)
 
-    lo, hi, steps = _bisect(at, cost, limits, 0.0, top, max_steps)
+    lo, hi, steps = _bisect(at, limits, 0.0, top, max_steps)
     alpha, target = lo, keep_ratios(hi, prefs, r_min)
-    candidates = [_fill(space, cost, at(lo), target, limits)]
+    candidates = [_fill(space, limits, at(lo), target)]
     # The last step of α may move one coarse group by a lot (a residual stream): also try keeping
     # that group at its larger count and bisecting the others below it, a few levels deep.
     for _ in range(MAX_FIXED):
@@ -159,30 +156,32 @@ def project_to_budget(
         if len(jump) != 1 or steps >= max_steps:
             break
         fixed[int(jump[0])] = int(at(hi)[jump[0]])
-        if not _fits(cost, at(0.0)[None, :], limits)[0]:
+        if not limits.fits(at(0.0)[None, :])[0]:
             break
-        lo, hi, used = _bisect(at, cost, limits, 0.0, hi, max_steps - steps)
+        lo, hi, used = _bisect(at, limits, 0.0, hi, max_steps - steps)
         steps += used
-        candidates.append(_fill(space, cost, at(lo), target, limits))
-    closeness = [_binding_fraction(cost, c[None, :], limits)[0] for c in candidates]
-    channels = _close_gap(space, cost, candidates[int(np.argmax(closeness))], target, limits)
+        candidates.append(_fill(space, limits, at(lo), target))
+    closeness = [limits.binding_fraction(c[None, :])[0] for c in candidates]
+    channels = _close_gap(space, limits, candidates[int(np.argmax(closeness))], target)
     return _projection(space, cost, channels, keep_ratios(alpha, prefs, r_min), alpha, steps)
 
 
+def _preferences(space: PruningSpace, preferences: np.ndarray) -> np.ndarray:
+    prefs = np.asarray(preferences, dtype=np.float64)
+    if prefs.shape != (len(space.groups),) or not np.all(np.isfinite(prefs)) or np.any(prefs <= 0):
+        raise ValueError(f"preferences must be {len(space.groups)} positive finite numbers")
+    return prefs
+
+
 def _bisect(
-    channels_at: Callable[[float], np.ndarray],
-    cost: CostModel,
-    limits: tuple[float, float, float],
-    lo: float,
-    hi: float,
-    max_steps: int,
+    channels_at: Callable[[float], np.ndarray], limits: _Limits, lo: float, hi: float, max_steps: int
 ) -> tuple[float, float, int]:
     """Shrink [lo, hi] (lo fits, hi does not) until the two plans differ in one group at most."""
     steps = 0
     while steps < max_steps and np.count_nonzero(channels_at(lo) != channels_at(hi)) > 1:
         steps += 1
         mid = 0.5 * (lo + hi)
-        if _fits(cost, channels_at(mid)[None, :], limits)[0]:
+        if limits.fits(channels_at(mid)[None, :])[0]:
             lo = mid
         else:
             hi = mid
@@ -202,37 +201,52 @@ def _projection(
     )
 
 
-def _limits(budget: Budget, cost: CostModel) -> tuple[float, float, float]:
-    """Limits in absolute units: MACs, params, predicted ms (inf when unconstrained)."""
-    flops = math.inf if budget.flops is None else budget.flops * cost.dense_flops
-    params = math.inf if budget.params is None else budget.params * cost.dense_params
-    lat = getattr(cost, "latency_model", None)
-    latency = math.inf if budget.latency is None or lat is None else budget.latency * lat.dense_ms
-    return flops, params, latency
+@dataclass(frozen=True)
+class _Limits:
+    """A budget in absolute units: MACs, params, predicted ms (inf when unconstrained), and the
+    cost model that measures plans against it."""
 
+    cost: CostModel
+    flops: float
+    params: float
+    latency: float
 
-def _fits(cost: CostModel, channels: np.ndarray, limits: tuple[float, float, float]) -> np.ndarray:
-    ok = cost.flops(channels) <= limits[0]
-    if math.isfinite(limits[1]):
-        ok &= cost.params(channels) <= limits[1]
-    if math.isfinite(limits[2]):
-        ok &= cost.latency_model.latency_ms(channels) <= limits[2]
-    return ok
+    @classmethod
+    def of(cls, budget: Budget, cost: CostModel) -> _Limits:
+        flops = math.inf if budget.flops is None else budget.flops * cost.dense_flops
+        params = math.inf if budget.params is None else budget.params * cost.dense_params
+        lat = getattr(cost, "latency_model", None)
+        latency = math.inf if budget.latency is None or lat is None else budget.latency * lat.dense_ms
+        return cls(cost, flops, params, latency)
+
+    def fits(self, channels: np.ndarray) -> np.ndarray:
+        """Which plans (rows of ``channels``) are at or under every limit."""
+        ok = self.cost.flops(channels) <= self.flops
+        if math.isfinite(self.params):
+            ok &= self.cost.params(channels) <= self.params
+        if math.isfinite(self.latency):
+            ok &= self.cost.latency_model.latency_ms(channels) <= self.latency
+        return ok
+
+    def binding_fraction(self, channels: np.ndarray) -> np.ndarray:
+        """How close each plan is to its tightest budget (1.0 = exactly on it)."""
+        fractions = [self.cost.flops(channels) / self.flops] if math.isfinite(self.flops) else []
+        if math.isfinite(self.params):
+            fractions.append(self.cost.params(channels) / self.params)
+        if math.isfinite(self.latency):
+            fractions.append(self.cost.latency_model.latency_ms(channels) / self.latency)
+        return np.max(fractions, axis=0)
 
 
 def _fill(
-    space: PruningSpace,
-    cost: CostModel,
-    channels: np.ndarray,
-    target_ratios: np.ndarray,
-    limits: tuple[float, float, float],
+    space: PruningSpace, limits: _Limits, channels: np.ndarray, target_ratios: np.ndarray
 ) -> np.ndarray:
     """Add one rounding step at a time to the group furthest below its next-α ratio, while it fits."""
     dense = space.max_counts
     steps = np.diag(np.array([g.step for g in space.groups], dtype=np.int64))
     while True:
         grown = np.minimum(channels[None, :] + steps, dense[None, :])
-        ok = (grown.diagonal() > channels) & _fits(cost, grown, limits)
+        ok = (grown.diagonal() > channels) & limits.fits(grown)
         if not ok.any():
             return channels
         deficit = target_ratios - channels / dense
@@ -281,41 +295,25 @@ def _triple_moves(n: int, rng: np.random.Generator) -> np.ndarray:
     return moves
 
 
-def _binding_fraction(
-    cost: CostModel, channels: np.ndarray, limits: tuple[float, float, float]
-) -> np.ndarray:
-    """How close each plan is to its tightest budget (1.0 = exactly on it)."""
-    fractions = [cost.flops(channels) / limits[0]] if math.isfinite(limits[0]) else []
-    if math.isfinite(limits[1]):
-        fractions.append(cost.params(channels) / limits[1])
-    if math.isfinite(limits[2]):
-        fractions.append(cost.latency_model.latency_ms(channels) / limits[2])
-    return np.max(fractions, axis=0)
-
-
 def _close_gap(
-    space: PruningSpace,
-    cost: CostModel,
-    channels: np.ndarray,
-    target_ratios: np.ndarray,
-    limits: tuple[float, float, float],
+    space: PruningSpace, limits: _Limits, channels: np.ndarray, target_ratios: np.ndarray
 ) -> np.ndarray:
     """Move to the best fitting neighbour and refill until within ``TOLERANCE``
     of the binding budget, until ``PATIENCE`` rounds bring nothing better, or ``MAX_ROUNDS``."""
     rng = np.random.default_rng(0)  # deterministic: the same preferences give the same plan
-    current = _binding_fraction(cost, channels[None, :], limits)[0]
+    current = limits.binding_fraction(channels[None, :])[0]
     idle = rounds = 0
     while current < 1.0 - TOLERANCE and idle < PATIENCE and rounds < MAX_ROUNDS:
         rounds += 1
         moves = _neighbours(space, channels, rng)
-        ok = _fits(cost, moves, limits)
-        score = np.where(ok, _binding_fraction(cost, moves, limits), -np.inf)
+        ok = limits.fits(moves)
+        score = np.where(ok, limits.binding_fraction(moves), -np.inf)
         best = int(np.argmax(score))
         if score[best] <= current:
             idle += 1
             continue
-        channels = _fill(space, cost, moves[best], target_ratios, limits)
-        current, idle = _binding_fraction(cost, channels[None, :], limits)[0], 0
+        channels = _fill(space, limits, moves[best], target_ratios)
+        current, idle = limits.binding_fraction(channels[None, :])[0], 0
     return channels
 
 
