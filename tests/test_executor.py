@@ -88,26 +88,27 @@ def test_masked_output_equals_dead_channel_model(arch):
         _assert_close(executor(x), model(x), f"{arch} without masks")
 
 
+def _assert_backend_equals_torch(arch: str, backend: str, seed: int, images: int, size: int) -> None:
+    """``backend``'s masked executor against the torch one: model seed ``seed``, input ``seed + 1``,
+    masks ``seed + 2``."""
+    model = _randomized(arch, seed=seed)
+    x = torch.randn(images, 3, size, size, generator=torch.Generator().manual_seed(seed + 1))
+    plain = MaskedExecutor(model, backend="torch")
+    fused = MaskedExecutor(model, backend=backend)
+    masks = _random_masks(plain, seed=seed + 2)
+    _assert_close(fused(x, masks), plain(x, masks), f"{arch} {backend} vs torch")
+
+
 @pytest.mark.parametrize("arch", ["resnet20", "mobilenetv2"])
 def test_numba_kernels_equal_torch_backend(arch):
-    model = _randomized(arch, seed=2)
-    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-    plain = MaskedExecutor(model, backend="torch")
-    fused = MaskedExecutor(model, backend="numba")
-    masks = _random_masks(plain, seed=4)
-    _assert_close(fused(x, masks), plain(x, masks), f"{arch} numba vs torch")
+    _assert_backend_equals_torch(arch, "numba", seed=2, images=2, size=32)
 
 
 @pytest.mark.parametrize("arch", ["resnet20", "mobilenetv2"])
 def test_triton_kernels_equal_torch_backend(arch, monkeypatch):
     """Triton kernels interpreted on the CPU (one 16 px image: the interpreter is slow)."""
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    model = _randomized(arch, seed=5)
-    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(6))
-    plain = MaskedExecutor(model, backend="torch")
-    fused = MaskedExecutor(model, backend="triton")
-    masks = _random_masks(plain, seed=7)
-    _assert_close(fused(x, masks), plain(x, masks), f"{arch} triton vs torch")
+    _assert_backend_equals_torch(arch, "triton", seed=5, images=1, size=16)
 
 
 def test_auto_backend_follows_environment(monkeypatch):
