@@ -1,7 +1,7 @@
 """The masked executor: inference of a network with some conv output channels switched off.
 
-Sensitivity and proxy scoring run thousands of passes over one network where a
-candidate differs from the dense model only in which channels are dead. Instead of
+Proxy scoring runs thousands of passes over one network where a candidate
+differs from the dense model only in which channels are dead. Instead of
 building a model per candidate, :class:`MaskedExecutor` traces the model once
 (torch.fx), folds every ``conv → BN → activation`` chain into one fused op from
 :mod:`autoprune.kernels`, and takes the masks as a call argument:
@@ -16,9 +16,13 @@ Shapes never change with the mask, so nothing is rebuilt or re-tuned per candida
 
 Fused chains use the BN's running statistics (eval semantics) whatever the BN's
 ``training`` flag; the rest of the graph runs as the original modules. When the
-model's parameters or BN statistics change in place (SR-init re-initializes units
-between passes), the folded BN is recomputed on the next call; after replacing
-parameter tensors outright call :meth:`MaskedExecutor.refresh`.
+model's parameters or BN statistics change in place, the folded BN is recomputed
+on the next call; after replacing parameter tensors outright call
+:meth:`MaskedExecutor.refresh`.
+
+The fused op of one chain is :class:`KernelConv`; the sensitivity engine
+(:mod:`autoprune.sensitivity.engine`) runs the same class without masks on CUDA,
+where SR-init's and SBPF's perturbed units are ordinary (re-folded) weights.
 
 :meth:`MaskedExecutor.recalibrated` re-estimates the fused BNs' statistics of the
 masked network on a few batches (what :func:`autoprune.recalibration.recalibrate_batchnorm`
@@ -50,7 +54,7 @@ from autoprune.kernels import (
 )
 from autoprune.kernels.dispatch import requested_backend
 
-__all__ = ["MaskedExecutor", "PreparedMasks", "Recalibrated"]
+__all__ = ["KernelConv", "MaskedExecutor", "PreparedMasks", "Recalibrated"]
 
 
 @dataclass(frozen=True)
@@ -148,12 +152,58 @@ def _conv_kind(conv: nn.Conv2d) -> str:
     return "generic"
 
 
-class _MaskedKernelConv(nn.Module):
-    """One ``conv [→ BN] [→ activation]`` chain run by a masked fused kernel of :mod:`autoprune.kernels`.
+class KernelConv(nn.Module):
+    """A 2-d conv run by the fused ops of :mod:`autoprune.kernels`:
+    ``act(conv(x, weight) · scale + shift)``, masked output channels zero.
 
-    (The sensitivity engine's :class:`~autoprune.sensitivity.engine.OneDNNConv` fuses
-    the same chains, found by the same :func:`~autoprune.fx.fusion.conv_chains`, into
-    oneDNN calls without masks.)
+    Holds the conv's geometry (a plain reference: the conv module itself is not registered);
+    :meth:`run` takes the weight, the folded affine and the mask, so a subclass decides where
+    they come from: :class:`_MaskedKernelConv` (the masked executor) folds the model's own
+    conv and BN and takes per-call masks; the sensitivity engine's
+    :class:`~autoprune.sensitivity.engine.FoldedKernelConv` holds BN-folded weights as its own
+    parameters and runs without a mask.
+    """
+
+    def __init__(self, conv: nn.Conv2d, act: str) -> None:
+        super().__init__()
+        self.act = act
+        self.kind = _conv_kind(conv)
+        self._geometry = (conv,)  # a tuple is not registered
+
+    @staticmethod
+    def accepts(module: nn.Module | None) -> bool:
+        """Whether ``module`` is a conv a :class:`KernelConv` runs (any plain ``nn.Conv2d``)."""
+        return is_plain_conv(module, (nn.Conv2d,))
+
+    def run(
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        scale: torch.Tensor,
+        shift: torch.Tensor,
+        act: str,
+        mask: ChannelMask | None,
+        backend: str,
+    ) -> torch.Tensor:
+        """``act(conv(x, weight) · scale + shift)`` by the fused op for this conv's kind."""
+        conv = self._geometry[0]
+        if self.kind == "pointwise":
+            return pointwise_conv_bn_act(
+                x, weight, scale, shift, act, mask, stride=conv.stride[0], backend=backend
+            )
+        if self.kind == "depthwise":
+            return depthwise_conv_bn_act(x, weight, scale, shift, conv.stride[0], act, mask, backend=backend)
+        y = conv._conv_forward(x, weight, None)
+        return bn_mask_act(y, scale, shift, act, mask, backend=backend)
+
+
+class _MaskedKernelConv(KernelConv):
+    """One ``conv [→ BN] [→ activation]`` chain of the masked executor: the model's own conv
+    and BN, re-folded when they change, and the call's mask for this conv.
+
+    (The sensitivity engine fuses the same chains, found by the same
+    :func:`~autoprune.fx.fusion.conv_chains`, into oneDNN calls on the CPU and into
+    :class:`KernelConv` ops on CUDA, without masks.)
     """
 
     def __init__(
@@ -165,11 +215,9 @@ class _MaskedKernelConv(nn.Module):
         state: _State,
         bn_name: str | None = None,
     ):
-        super().__init__()
+        super().__init__(conv, act)
         self.name = name
         self.bn_name = bn_name
-        self.act = act
-        self.kind = _conv_kind(conv)
         # Plain references (a tuple is not registered): the modules stay owned by the traced graph.
         self._src = (conv, bn)
         self._state = state
@@ -200,18 +248,7 @@ class _MaskedKernelConv(nn.Module):
     def _run(
         self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, act: str, mask: ChannelMask | None
     ) -> torch.Tensor:
-        conv = self._src[0]
-        backend = self._state.backend
-        if self.kind == "pointwise":
-            return pointwise_conv_bn_act(
-                x, conv.weight, scale, shift, act, mask, stride=conv.stride[0], backend=backend
-            )
-        if self.kind == "depthwise":
-            return depthwise_conv_bn_act(
-                x, conv.weight, scale, shift, conv.stride[0], act, mask, backend=backend
-            )
-        y = conv._conv_forward(x, conv.weight, None)
-        return bn_mask_act(y, scale, shift, act, mask, backend=backend)
+        return self.run(x, self._src[0].weight, scale, shift, act, mask, self._state.backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.refresh()
@@ -246,10 +283,6 @@ class _MaskedKernelConv(nn.Module):
         moments.setdefault(self, _Moments()).add(mean, var * (n / (n - 1)))
         scale, shift = _folded(self._src[0], bn, (mean, var), conv_bias=False)
         return bn_mask_act(y, scale, shift, self.act, mask, backend=self._state.backend)
-
-
-def _is_kernel_conv(module: nn.Module | None) -> bool:
-    return is_plain_conv(module, (nn.Conv2d,))
 
 
 class MaskedExecutor(nn.Module):
@@ -308,7 +341,7 @@ class MaskedExecutor(nn.Module):
 
     def _fuse(self) -> None:
         gm = self.graph_module
-        for chain in conv_chains(gm, conv=_is_kernel_conv, activations=ACTIVATIONS):
+        for chain in conv_chains(gm, conv=KernelConv.accepts, activations=ACTIVATIONS):
             conv = gm.get_submodule(chain.conv.target)
             bn = None if chain.bn is None else gm.get_submodule(chain.bn.target)
             act = "none" if chain.activation is None else chain.activation.name
