@@ -53,13 +53,17 @@ if TYPE_CHECKING:
 class Execution:
     """How the passes run. ``naive``: rerun the whole network for every unit and variant (the
     reference). ``fold_bn``/``channels_last``/``fuse``: see :mod:`autoprune.sensitivity.engine`;
-    all off (:meth:`plain`) with ``naive``: the plain module, the true baseline."""
+    all off (:meth:`plain`) with ``naive``: the plain module, the true baseline. ``kernels``
+    (with ``fuse``): None fuses conv chains into :mod:`autoprune.kernels` ops on CUDA and into
+    oneDNN calls on the CPU; a kernel backend (``auto``, ``torch``, ``triton``, ``numba``)
+    forces the kernel ops on any device (a test and benchmark hook)."""
 
     naive: bool = False
     fold_bn: bool = True
     channels_last: bool = True
     fuse: bool = True
     device: torch.device | str = "cpu"
+    kernels: str | None = None
 
     @classmethod
     def plain(cls, *, naive: bool = False, device: torch.device | str = "cpu") -> Execution:
@@ -135,6 +139,8 @@ def compute_sensitivity(
         "tie_tolerance": job.rescore.tolerance,
         "rescored": job.rescore.count,
     }
+    if engine is not None and engine.kernels is not None:  # fused chains run as autoprune.kernels ops
+        engine_info["kernels"] = engine.kernels
     run = {"images_available": len(dataset), "adaptive": adaptive_record, "engine": engine_info}
     return assemble(header, units, perturbation, job.scores, run, start)
 
@@ -217,6 +223,7 @@ def _prepare(
             fuse=execution.fuse,
             example=example_,
             device=device,
+            kernels=execution.kernels,
         )
     perturb = raw_overrides if engine is None else (lambda u, v: engine.derive(raw_overrides(u, v)))
     chunk = images.chunk

@@ -16,12 +16,16 @@ arithmetic, so cached and naive values agree exactly):
   folded into that conv (``w * gamma / sqrt(var + eps)``, bias likewise). Unit
   overrides on the conv or the norm are re-folded by :meth:`Engine.derive`.
 * ``channels_last``: 4-d weights and the input use the NHWC memory format.
-* ``fuse`` (CPU, float32): a 2-d conv followed by ReLU/ReLU6/Hardtanh, by a
+* ``fuse``: on the CPU (float32), a 2-d conv followed by ReLU/ReLU6/Hardtanh, by a
   same-shape residual add, or by both, becomes one oneDNN call
   (``torch.ops.mkldnn._convolution_pointwise``) with the activation and the add as
-  post-ops; the activation pass over memory disappears. oneDNN may pick another
-  conv kernel for a fused call, so results can differ from the unfused graph in
-  the last bits, like folding.
+  post-ops; the activation pass over memory disappears. On CUDA (or on any device
+  when ``kernels`` names a backend: a test and benchmark hook), each conv with its
+  folded BN and its activation becomes one fused op of :mod:`autoprune.kernels`
+  (:class:`FoldedKernelConv`, the masked executor's
+  :class:`~autoprune.executor.KernelConv` without a mask); a residual add stays a
+  separate op. Either may round differently from the unfused graph in the last
+  bits, like folding (the near-tie rescoring of :mod:`.rescore` keeps top-1 exact).
 * in-place activations and ``+=`` become out-of-place, so cached values are
   never overwritten by a suffix pass.
 """
@@ -39,6 +43,8 @@ import torch.fx as fx
 from torch import nn
 from torch.func import functional_call
 
+from autoprune.errors import AutopruneError
+from autoprune.executor import KernelConv
 from autoprune.fx.fusion import (
     batchnorm_affine,
     conv_chains,
@@ -48,6 +54,7 @@ from autoprune.fx.fusion import (
     set_module,
 )
 from autoprune.fx.tracing import probe, trace
+from autoprune.kernels import ACTIVATIONS, BACKENDS
 
 T = TypeVar("T")
 
@@ -92,7 +99,13 @@ class _Fold:
 
 
 class Engine:
-    """An inference copy of ``model`` that can run from any cut (see the module docstring)."""
+    """An inference copy of ``model`` that can run from any cut (see the module docstring).
+
+    ``kernels``: None runs conv chains as :mod:`autoprune.kernels` ops on CUDA and as oneDNN
+    calls on the CPU; a backend (``auto``, ``torch``, ``triton``, ``numba``) runs them as
+    kernel ops with that backend on any device. :attr:`kernels` is the backend in use, or
+    None; :attr:`fused` the number of chains fused.
+    """
 
     def __init__(
         self,
@@ -103,6 +116,7 @@ class Engine:
         fuse: bool = True,
         example: torch.Tensor | None = None,
         device: torch.device | str = "cpu",
+        kernels: str | None = None,
     ) -> None:
         self.device = torch.device(device)
         raw = copy.deepcopy(model).eval().to(self.device)
@@ -119,7 +133,10 @@ class Engine:
         self.gm.recompile()
         _load_tensors(self.gm, self.derive(self.raw_state, full=True))
         self.fused = 0
-        if fuse and example is not None and _can_fuse(self.device, example):
+        self.kernels = _kernel_backend(self.device, kernels) if fuse else None
+        if self.kernels is not None:
+            self.fused = _fuse_kernels(self.gm, self.kernels)
+        elif fuse and example is not None and _can_fuse(self.device, example):
             self.fused = self._fuse(self.format(example))
         self._index_graph()
         self._modules: dict[tuple[int, int], fx.GraphModule] = {}
@@ -385,6 +402,52 @@ def _fuse_conv_pointwise(gm: fx.GraphModule, shapes: dict[fx.Node, tuple[int, ..
         new = replace_chain(gm, chain, chain.conv.target, args)
         if last in shapes:  # a later add may take this output as its residual
             shapes[new] = shapes[last]
+        count += 1
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return count
+
+
+class FoldedKernelConv(KernelConv):
+    """A conv with its folded BN and its activation as one fused op of :mod:`autoprune.kernels`, no mask.
+
+    Holds the conv's ``weight`` and ``bias`` under the same names, so overrides of the
+    conv (re-folded by :meth:`Engine.derive`) apply unchanged; the op's scale is 1 and
+    its shift the folded bias.
+    """
+
+    def __init__(self, conv: nn.Conv2d, act: str, backend: str) -> None:
+        super().__init__(conv, act)
+        self.weight, self.bias = conv.weight, conv.bias
+        self.backend = backend
+        ones = torch.ones(conv.out_channels, device=conv.weight.device)
+        self._ones, self._zeros = ones, torch.zeros_like(ones)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shift = self._zeros if self.bias is None else self.bias
+        return self.run(x, self.weight, self._ones, shift, self.act, None, self.backend)
+
+
+def _kernel_backend(device: torch.device, kernels: str | None) -> str | None:
+    """The backend conv chains run with as kernel ops, or None (oneDNN on the CPU, see :class:`Engine`)."""
+    if kernels is None:
+        return "auto" if device.type == "cuda" else None
+    if kernels not in ("auto", *BACKENDS):
+        raise AutopruneError(f"invalid kernels {kernels!r}: use one of auto, {', '.join(BACKENDS)}")
+    return kernels
+
+
+def _fuse_kernels(gm: fx.GraphModule, backend: str) -> int:
+    """Rewrite conv -> [activation] chains (BN already folded) into :class:`FoldedKernelConv` calls."""
+    count = 0
+    chains = conv_chains(gm, conv=KernelConv.accepts, norms=False, activations=ACTIVATIONS, single_call=True)
+    for chain in chains:
+        act = "none" if chain.activation is None else chain.activation.name
+        fused = FoldedKernelConv(gm.get_submodule(chain.conv.target), act, backend)
+        if fused.kind == "generic" and act == "none":
+            continue  # the kernels would add nothing to a plain conv
+        set_module(gm, chain.conv.target, fused)
+        replace_chain(gm, chain, chain.conv.target, (chain.source,))
         count += 1
     gm.delete_all_unused_submodules()
     gm.recompile()
