@@ -3,6 +3,7 @@ session, one torch thread per module (``one_thread``) and randomized norms (``ra
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,18 @@ from autoprune.cli import main
 
 torch.set_num_threads(2)
 pytest_plugins = ["pg_server"]  # fixture postgres_url: a real server on loopback
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """The tests' apply runs cache dense figures in a temp folder, never in the user's ~/.cache."""
+    before = os.environ.get("AUTOPRUNE_CACHE")
+    os.environ["AUTOPRUNE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        del os.environ["AUTOPRUNE_CACHE"]
+    else:
+        os.environ["AUTOPRUNE_CACHE"] = before
 
 
 @dataclass
