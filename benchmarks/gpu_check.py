@@ -15,7 +15,8 @@ Sections (JSON keys):
 * ``proxy``: one search-proxy evaluation per candidate plan, the masked executor (Triton and
   torch kernels) against rebuilding the sliced model, resnet20 / mobilenetv2 at 32×32 and
   torchvision resnet50 at 224×224;
-* ``sensitivity``: SR-init sensitivity, naive against cached;
+* ``sensitivity``: SR-init sensitivity, naive against cached (BN folded, no fusion) against
+  fused (the engine's conv chains as Triton kernel ops; the torch kernels in the CPU run);
 * ``telemetry``: ``GpuMonitor`` readings over a short run.
 
 It writes ``gpu_check.json`` and ``gpu_check.md`` (tables ready for ``benchmarks/RESULTS.md``)
@@ -417,10 +418,12 @@ def sensitivity_timings(archs: list[str], images: int, device: torch.device, tim
         g = torch.Generator().manual_seed(3)
         data = (torch.randn(images, 3, 32, 32, generator=g), torch.randint(0, 10, (images,), generator=g))
         common = {"unit": "block", "perturbation": Perturbation(seeds=1), "images": Images(count=images)}
+        kernels = "triton" if device.type == "cuda" else "torch"
         results, seconds = {}, {}
         for key, execution in (
             ("naive", Execution.plain(naive=True, device=device)),
-            ("cached", Execution(device=device)),
+            ("cached", Execution(device=device, fuse=False)),
+            ("fused", Execution(device=device, kernels=kernels)),
         ):
             start = time.perf_counter()
             results[key] = compute_sensitivity(model, space, data, execution=execution, **common)
@@ -428,7 +431,8 @@ def sensitivity_timings(archs: list[str], images: int, device: torch.device, tim
         diff = max(
             (
                 abs(a.delta - b.delta)
-                for a, b in zip(results["naive"].units, results["cached"].units, strict=True)
+                for fast in ("cached", "fused")
+                for a, b in zip(results["naive"].units, results[fast].units, strict=True)
             ),
             default=0.0,
         )
@@ -437,8 +441,11 @@ def sensitivity_timings(archs: list[str], images: int, device: torch.device, tim
                 "model": f"{arch} @32",
                 "images": images,
                 "units": len(results["cached"].units),
+                "kernels": kernels,
                 "naive_s": seconds["naive"] if timed else None,
                 "cached_s": seconds["cached"] if timed else None,
+                "fused_s": seconds["fused"] if timed else None,
+                "fused_rescored": results["fused"].engine["rescored"],
                 "max_delta_diff": diff,
             }
         )
@@ -487,6 +494,19 @@ def dispatch_table(report: dict) -> dict:
 
 def _fmt(value, spec: str = ".3f") -> str:
     return NOT_MEASURED if value is None else format(value, spec)
+
+
+def _sensitivity_table(rows: list[dict]) -> list[str]:
+    lines = ["", "SR-init sensitivity (block units, 1 seed), seconds; fused = Triton kernel ops:", ""]
+    lines += [
+        "| model | images | naive | cached | fused | max delta diff |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    return lines + [
+        f"| {r['model']} | {r['images']} | {_fmt(r['naive_s'], '.2f')} | {_fmt(r['cached_s'], '.2f')} | "
+        f"{_fmt(r.get('fused_s'), '.2f')} | {r['max_delta_diff']:.2g} |"
+        for r in rows
+    ] or [f"| all | - | {NOT_MEASURED} | {NOT_MEASURED} | {NOT_MEASURED} | - |"]
 
 
 def markdown(report: dict) -> str:
@@ -541,13 +561,7 @@ def markdown(report: dict) -> str:
         f"{_fmt(r.get('sliced_s'))} |"
         for r in report["proxy"]
     ] or [f"| all | {NOT_MEASURED} | {NOT_MEASURED} | {NOT_MEASURED} |"]
-    lines += ["", "SR-init sensitivity (block units, 1 seed), seconds:", ""]
-    lines += ["| model | images | naive | cached | max delta diff |", "| --- | --- | --- | --- | --- |"]
-    lines += [
-        f"| {r['model']} | {r['images']} | {_fmt(r['naive_s'], '.2f')} | {_fmt(r['cached_s'], '.2f')} | "
-        f"{r['max_delta_diff']:.2g} |"
-        for r in report["sensitivity"]
-    ] or [f"| all | - | {NOT_MEASURED} | {NOT_MEASURED} | - |"]
+    lines += _sensitivity_table(report["sensitivity"])
     t = report["telemetry"]
     lines += ["", f"Telemetry: {json.dumps(t) if t else NOT_MEASURED}", ""]
     return "\n".join(lines)

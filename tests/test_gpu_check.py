@@ -38,7 +38,8 @@ def test_gpu_check_quick_without_a_gpu(tmp_path):
     for row in report["proxy"] + report["sensitivity"]:  # the code ran; nothing was timed
         assert not [k for k in row if k.endswith("_error")], row
         assert all(v is None for k, v in row.items() if k.endswith("_s")), row
-    assert report["sensitivity"][0]["max_delta_diff"] == 0
+    assert report["sensitivity"][0]["max_delta_diff"] == 0  # naive, cached and fused (torch kernels)
+    assert report["sensitivity"][0]["kernels"] == "torch" and "fused_s" in report["sensitivity"][0]
     markdown = (tmp_path / "gpu_check.md").read_text()
     assert "not measured (no GPU)" in markdown and "FAIL" not in markdown
     assert not table.exists()  # only a GPU run writes the dispatch table
@@ -73,7 +74,16 @@ def test_gpu_report_makes_the_dispatch_table_and_markdown():
             {"model": "a", "masked_triton_s": 0.5, "masked_torch_s": 0.7, "sliced_s": 0.6},
             {"model": "b", "masked_triton_s": None, "masked_torch_s": 0.2, "sliced_s": 0.3},
         ],
-        "sensitivity": [{"model": "m", "images": 8, "naive_s": 2.0, "cached_s": 1.0, "max_delta_diff": 0.0}],
+        "sensitivity": [
+            {
+                "model": "m",
+                "images": 8,
+                "naive_s": 2.0,
+                "cached_s": 1.0,
+                "fused_s": 0.5,
+                "max_delta_diff": 0.0,
+            }
+        ],
         "telemetry": {"nvml": True, "gpu_util_mean": 90.0},
     }
     table = gpu_check.dispatch_table(report)
@@ -88,3 +98,4 @@ def test_gpu_report_makes_the_dispatch_table_and_markdown():
     markdown = gpu_check.markdown(report)
     assert "| pointwise | s | float16 | 1.000 | 1.000 | 2.00× |" in markdown
     assert "not measured" not in markdown.split("Search proxy")[0]
+    assert "| m | 8 | 2.00 | 1.00 | 0.50 | 0 |" in markdown  # naive, cached, fused
