@@ -241,6 +241,7 @@ def _run_study(
     opened = open_storage(run_dir, config.storage)
     name = config.study_name()
     stored = _stored_config(opened, name)
+    resumed = stored is not None
     if stored is None:
         try:
             stored = prepare()
@@ -260,13 +261,15 @@ def _run_study(
             sampler=create_sampler(config.sampler, config.seed),
             pruner=create_pruner(stored["pruner"]),
         )
+    source = resolve(stored)  # its files checked before the cap changes or a word is said
+    if resumed:
         stored = _set_cap(study, stored, config.trials, reporter)
     return _optimize(
         study,
         opened,
         run_dir,
         stored,
-        resolve(stored),
+        source,
         None,
         config.timeout,
         config.device,
@@ -331,13 +334,14 @@ def run_worker(
         sampler=create_sampler(stored["sampler"], seed),
         pruner=create_pruner(stored["pruner"]),
     )
+    source = _cli_source(stored, Path(run_dir), device, trust_code)  # files checked before any word
     trials = _worker_limit(loaded, stored, trials, reporter)
     return _optimize(
         loaded,
         opened,
         run_dir,
         stored,
-        _cli_source(stored, Path(run_dir), device, trust_code),
+        source,
         trials,
         timeout,
         device,
