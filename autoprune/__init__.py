@@ -8,8 +8,6 @@ From Python: ``autoprune.search(model, example_input, flops=0.5, train_loader=..
 ``import autoprune`` stays light), and ``autoprune.search.proxies`` etc. import as before.
 """
 
-__version__ = "0.1.0"
-
 import types
 
 from autoprune import cost, flops, search, sensitivity
@@ -28,6 +26,7 @@ from autoprune.surgery import (
     module_out_masks,
     save_pruned,
 )
+from autoprune.version import __version__
 
 
 class _CallablePackage(types.ModuleType):

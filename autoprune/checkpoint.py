@@ -16,6 +16,7 @@ from torch import nn
 
 from autoprune.errors import AutopruneError
 from autoprune.io import atomic_write
+from autoprune.version import __version__
 
 FORMAT = "autoprune.checkpoint/1"
 
@@ -33,10 +34,8 @@ class Checkpoint:
 def versions() -> dict[str, str]:
     import torchvision
 
-    import autoprune
-
     return {
-        "autoprune": str(autoprune.__version__),
+        "autoprune": __version__,
         "torch": str(torch.__version__),
         "torchvision": str(torchvision.__version__),
     }
