@@ -33,7 +33,9 @@ from autoprune.search.storage import FLOCK_SUFFIX, JOURNAL_NAME, open_storage
 pytestmark = pytest.mark.usefixtures("one_thread")
 FORK = multiprocessing.get_context("fork")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-HEARTBEAT = {"AUTOPRUNE_HEARTBEAT_S": "1", "AUTOPRUNE_GRACE_S": "2"}
+# grace = 5 heartbeats: a live worker whose heartbeat thread is starved for a few seconds on a
+# busy 2-core machine is not taken for dead (a 2 s grace failed a live trial once under load)
+HEARTBEAT = {"AUTOPRUNE_HEARTBEAT_S": "1", "AUTOPRUNE_GRACE_S": "5"}
 TINY = ("--recal-batches", "1", "--batch-size", "64", "--search-images", "64")
 
 
