@@ -44,50 +44,14 @@ class StageGraph(nn.Module):
         nodes = list(self.gm.graph.nodes)
         values = propagate(self.gm, (example,))
         pos = {n: i for i, n in enumerate(nodes)}
-        by_name = {n.name: n for n in nodes}
-        # resolution stage of each node: by its spatial size among the stages of the groups' producers
-        producer_res = {}
-        for g in space.groups:
-            node = by_name.get(space.layers[g.id].layer.node)
-            r = _res(values.get(node)) if node is not None else None
-            if r is None:
-                raise AutopruneError(f"cannot find the resolution of group {g.id!r} in the traced graph")
-            producer_res[g.id] = r
-        levels = sorted(set(producer_res.values()), reverse=True)
-        for g in space.groups:
-            if levels.index(producer_res[g.id]) != g.stage:
-                raise AutopruneError(
-                    f"group {g.id!r} is in stage {g.stage} of the space but at resolution level "
-                    f"{levels.index(producer_res[g.id])} of the graph; stage-wise training needs both equal"
-                )
-        stage_now, node_stage = 0, []
-        for n in nodes:
-            r = _res(values.get(n))
-            if r is not None and n.op != "placeholder":
-                stage_now = max(stage_now, sum(1 for level in levels if level > r))
-            node_stage.append(stage_now)
+        levels = _resolution_levels(space, nodes, values)
         self.n_stages = len(levels)
-        last_use = {n: max((pos[u] for u in n.users), default=-1) for n in nodes}
-        live: set[fx.Node] = set()
-        cut_at: dict[int, int] = {}  # stage -> position of its boundary node
-        for i, n in enumerate(nodes):
-            if n.op not in ("get_attr", "output"):
-                live.add(n)
-            live = {m for m in live if last_use[m] > i}
-            tensors = [m for m in live if isinstance(values.get(m), torch.Tensor)]
-            if len(live) == 1 and len(tensors) == 1 and node_stage[i] < self.n_stages - 1:
-                cut_at[node_stage[i]] = i
-        missing = [s for s in range(self.n_stages - 1) if s not in cut_at]
-        if missing:
-            raise AutopruneError(
-                f"stage-wise training needs one tensor passing from each resolution stage to the next; "
-                f"after stage {missing[0]} several are live"
-            )
+        node_stage = _node_stages(nodes, values, levels)
+        boundary_pos = _boundary_positions(nodes, values, pos, node_stage, self.n_stages)
         output = next(n for n in nodes if n.op == "output")
         result = output.args[0]
         if not isinstance(result, fx.Node) or not isinstance(values.get(result), torch.Tensor):
             raise AutopruneError("stage-wise training needs a model that returns one tensor (the logits)")
-        boundary_pos = [cut_at[s] for s in range(self.n_stages - 1)]
         self.boundaries: list[fx.Node] = [nodes[p] for p in boundary_pos] + [result]
         self.channels = [int(values[b].shape[1]) for b in self.boundaries]
         self.segs: list[Segs | None] = [
@@ -95,18 +59,8 @@ class StageGraph(nn.Module):
             for b, c in zip(self.boundaries[:-1], self.channels, strict=False)
         ] + [None]
         placeholder = next(n for n in nodes if n.op == "placeholder")
-        # nodes each stage runs, in order; get_attr nodes are fetched where they are used
-        self._runs: list[list[fx.Node]] = []
         self._inputs: list[fx.Node] = [placeholder, *self.boundaries[:-1]]
-        start = 0
-        for s in range(self.n_stages):
-            end = boundary_pos[s] if s < self.n_stages - 1 else pos[result]
-            run = [n for n in nodes[start : end + 1] if n.op not in ("placeholder", "get_attr", "output")]
-            if s > 0:
-                run = [n for n in run if n is not self._inputs[s]]
-            attrs = {a for n in run for a in n.all_input_nodes if a.op == "get_attr"}
-            self._runs.append([n for n in nodes if n in attrs] + run)
-            start = end + 1
+        self._runs: list[list[fx.Node]] = _stage_runs(nodes, [*boundary_pos, pos[result]], self._inputs)
         self._interp = fx.Interpreter(self.gm)
 
     def forward(
@@ -164,3 +118,77 @@ def _boundary_segs(
         f"cannot tell which channel groups the stage boundary {node.name!r} carries; "
         "stage-wise training needs a conv, linear or norm reading it"
     )
+
+
+def _resolution_levels(space: PruningSpace, nodes: list[fx.Node], values: dict[fx.Node, object]) -> list[int]:
+    """Distinct spatial sizes of the groups' producers, largest first; checks each group's stage."""
+    by_name = {n.name: n for n in nodes}
+    producer_res = {}
+    for g in space.groups:
+        node = by_name.get(space.layers[g.id].layer.node)
+        r = _res(values.get(node)) if node is not None else None
+        if r is None:
+            raise AutopruneError(f"cannot find the resolution of group {g.id!r} in the traced graph")
+        producer_res[g.id] = r
+    levels = sorted(set(producer_res.values()), reverse=True)
+    for g in space.groups:
+        if levels.index(producer_res[g.id]) != g.stage:
+            raise AutopruneError(
+                f"group {g.id!r} is in stage {g.stage} of the space but at resolution level "
+                f"{levels.index(producer_res[g.id])} of the graph; stage-wise training needs both equal"
+            )
+    return levels
+
+
+def _node_stages(nodes: list[fx.Node], values: dict[fx.Node, object], levels: list[int]) -> list[int]:
+    """Resolution stage of each node: by its spatial size among ``levels`` (never decreasing)."""
+    stage_now, node_stage = 0, []
+    for n in nodes:
+        r = _res(values.get(n))
+        if r is not None and n.op != "placeholder":
+            stage_now = max(stage_now, sum(1 for level in levels if level > r))
+        node_stage.append(stage_now)
+    return node_stage
+
+
+def _boundary_positions(
+    nodes: list[fx.Node],
+    values: dict[fx.Node, object],
+    pos: dict[fx.Node, int],
+    node_stage: list[int],
+    n_stages: int,
+) -> list[int]:
+    """Position of each stage's boundary node (all stages but the last): the last node of the
+    stage where exactly one tensor is live."""
+    last_use = {n: max((pos[u] for u in n.users), default=-1) for n in nodes}
+    live: set[fx.Node] = set()
+    cut_at: dict[int, int] = {}  # stage -> position of its boundary node
+    for i, n in enumerate(nodes):
+        if n.op not in ("get_attr", "output"):
+            live.add(n)
+        live = {m for m in live if last_use[m] > i}
+        tensors = [m for m in live if isinstance(values.get(m), torch.Tensor)]
+        if len(live) == 1 and len(tensors) == 1 and node_stage[i] < n_stages - 1:
+            cut_at[node_stage[i]] = i
+    missing = [s for s in range(n_stages - 1) if s not in cut_at]
+    if missing:
+        raise AutopruneError(
+            f"stage-wise training needs one tensor passing from each resolution stage to the next; "
+            f"after stage {missing[0]} several are live"
+        )
+    return [cut_at[s] for s in range(n_stages - 1)]
+
+
+def _stage_runs(nodes: list[fx.Node], ends: list[int], inputs: list[fx.Node]) -> list[list[fx.Node]]:
+    """Nodes each stage runs, in order (stage ``s`` ends at position ``ends[s]``); get_attr
+    nodes are fetched where they are used."""
+    runs: list[list[fx.Node]] = []
+    start = 0
+    for s, end in enumerate(ends):
+        run = [n for n in nodes[start : end + 1] if n.op not in ("placeholder", "get_attr", "output")]
+        if s > 0:
+            run = [n for n in run if n is not inputs[s]]
+        attrs = {a for n in run for a in n.all_input_nodes if a.op == "get_attr"}
+        runs.append([n for n in nodes if n in attrs] + run)
+        start = end + 1
+    return runs
