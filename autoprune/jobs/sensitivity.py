@@ -7,7 +7,6 @@ JSON + chart -> optional depth Plan. The CLI only parses and prints.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from autoprune.errors import AutopruneError
 from autoprune.jobs.checkpoint import DenseRecipe, ensure_checkpoint
 from autoprune.jobs.paths import check_writable_file, removed_on_failure
 from autoprune.jobs.source import ScoreFn
+from autoprune.jobs.threads import torch_threads
 from autoprune.plan import Plan
 from autoprune.progress import SILENT, Reporter
 from autoprune.search_spaces import space_for
@@ -181,7 +181,7 @@ def measure_sensitivity(
     bn-gamma; ``job`` gives the method, unit, seeds, images, device and threads."""
     device = resolve_device(job.device)
     perturbation = Perturbation(job.method, seeds=job.seeds, sigmas=tuple(job.sigmas))
-    with _threads(job.threads):
+    with torch_threads(job.threads):
         if callable(data) and not isinstance(data, Dataset):
             return compute_sensitivity_scored(
                 model,
@@ -236,17 +236,3 @@ def _search_split(dataset: str, job: SensitivityJob, meta: dict, reporter: Repor
             f"{dataset} has {splits.num_classes} classes, the checkpoint's model {meta['num_classes']}"
         )
     return splits.search
-
-
-@contextmanager
-def _threads(n: int | None):
-    """Run with ``n`` torch CPU threads, restoring the previous count."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
