@@ -258,17 +258,7 @@ def train_supernet(
     loader = make_loader(splits.train, config.batch_size, shuffle=True, seed=config.seed, drop_last=True)
     per_epoch = max(len(loader), 1)
     steps = config.steps if config.steps is not None else max(1, math.ceil(config.epochs * per_epoch))
-    decay = [p for p in student.parameters() if p.ndim > 1]
-    other = [p for p in student.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": other, "weight_decay": 0.0}],
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=True,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps))
-    )
+    optimizer, scheduler = _optimizer(student, config, steps)
     history: list[list[float]] = []
     reporter.start("supernet", steps)
     student.train()
@@ -277,18 +267,8 @@ def train_supernet(
         while step < steps:
             for x, _ in loader:
                 x = x.to(device, non_blocking=True)
-                with torch.no_grad():
-                    t_outs = teacher([x] + [None] * (teacher.n_stages - 1))
-                optimizer.zero_grad(set_to_none=True)
-                sums = np.zeros(teacher.n_stages)
-                plans = sandwich(supernet.space, rng, config.r_min, config.random_plans)
-                for counts in plans:
-                    losses = supernet.stage_losses(x, counts, t_outs, temperature=config.temperature)
-                    torch.stack(losses).sum().backward()
-                    sums += [float(v.detach()) for v in losses]
-                optimizer.step()
+                means = _train_step(supernet, teacher, x, optimizer, rng, config)
                 scheduler.step()
-                means = (sums / len(plans)).tolist()
                 history.append(means)
                 step += 1
                 reporter.advance(1, loss=float(sum(means)), **{f"stage{s}": v for s, v in enumerate(means)})
@@ -303,6 +283,46 @@ def train_supernet(
         steps=int(supernet.meta.get("steps", 0)) + steps, stage_losses=history[-1] if history else []
     )
     return TrainHistory(steps, history)
+
+
+def _optimizer(
+    student: nn.Module, config: SupernetConfig, steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Nesterov SGD (weight decay on weights, not on biases or norms), cosine schedule over ``steps``."""
+    decay = [p for p in student.parameters() if p.ndim > 1]
+    other = [p for p in student.parameters() if p.ndim <= 1]
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": other, "weight_decay": 0.0}],
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=True,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps))
+    )
+    return optimizer, scheduler
+
+
+def _train_step(
+    supernet: Supernet,
+    teacher: StageGraph,
+    x: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    config: SupernetConfig,
+) -> list[float]:
+    """One optimizer step on batch ``x`` over the sandwich's plans; the stage losses, mean over the plans."""
+    with torch.no_grad():
+        t_outs = teacher([x] + [None] * (teacher.n_stages - 1))
+    optimizer.zero_grad(set_to_none=True)
+    sums = np.zeros(teacher.n_stages)
+    plans = sandwich(supernet.space, rng, config.r_min, config.random_plans)
+    for counts in plans:
+        losses = supernet.stage_losses(x, counts, t_outs, temperature=config.temperature)
+        torch.stack(losses).sum().backward()
+        sums += [float(v.detach()) for v in losses]
+    optimizer.step()
+    return (sums / len(plans)).tolist()
 
 
 def plan_counts(space: PruningSpace, plan: Plan) -> np.ndarray:
