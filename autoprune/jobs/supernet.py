@@ -14,12 +14,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from autoprune.checkpoint import file_sha256, load_model
-from autoprune.data import load_dataset
+from autoprune.data import DataSplits, load_dataset
 from autoprune.device import resolve_device
 from autoprune.errors import AutopruneError
+from autoprune.jobs.threads import torch_threads
 from autoprune.progress import SILENT, Reporter
 from autoprune.search_spaces import space_for
 from autoprune.supernet import Supernet, SupernetConfig, train_supernet
@@ -63,42 +62,50 @@ def run_supernet(
         raise AutopruneError(f"--threads must be at least 1, got {threads}")
     if not Path(checkpoint).is_file():
         raise AutopruneError(f"checkpoint {str(checkpoint)!r} does not exist")
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        model, ckpt = load_model(checkpoint)
-        meta = ckpt.meta
-        if meta.get("dataset") not in (None, dataset):
-            raise AutopruneError(f"checkpoint {checkpoint} was trained on {meta['dataset']}, not {dataset}")
-        splits = load_dataset(dataset, data_dir, input_size=meta["input_size"], seed=config.seed)
-        space = space_for(model, ckpt.arch, meta["input_size"], meta["num_classes"])
-        supernet = Supernet.from_dense(
-            model,
-            space,
-            criterion=criterion,
-            meta={
-                "arch": ckpt.arch,
-                "checkpoint_sha256": file_sha256(checkpoint),
-                "dataset": dataset,
-                "input_size": meta["input_size"],
-                "num_classes": meta["num_classes"],
-                "lr": config.lr,
-                "batch_size": config.batch_size,
-                "seed": config.seed,
-            },
-        )
+    with torch_threads(threads):
+        supernet, splits = _dense_supernet(checkpoint, dataset, data_dir, config, criterion)
         start = time.perf_counter()
         history = train_supernet(
             supernet, splits, config, device=resolve_device(device), reporter=reporter, stop=stop
         )
         seconds = time.perf_counter() - start
         path = supernet.save(out)
-    finally:
-        torch.set_num_threads(before)
     return SupernetResult(
         path, history.steps, history.stage_losses[-1] if history.stage_losses else [], seconds
     )
+
+
+def _dense_supernet(
+    checkpoint: str | os.PathLike,
+    dataset: str,
+    data_dir: str | os.PathLike | None,
+    config: SupernetConfig,
+    criterion: str,
+) -> tuple[Supernet, DataSplits]:
+    """The untrained supernet of the dense ``checkpoint`` (its meta records where it came from)
+    and the dataset's splits."""
+    model, ckpt = load_model(checkpoint)
+    meta = ckpt.meta
+    if meta.get("dataset") not in (None, dataset):
+        raise AutopruneError(f"checkpoint {checkpoint} was trained on {meta['dataset']}, not {dataset}")
+    splits = load_dataset(dataset, data_dir, input_size=meta["input_size"], seed=config.seed)
+    space = space_for(model, ckpt.arch, meta["input_size"], meta["num_classes"])
+    supernet = Supernet.from_dense(
+        model,
+        space,
+        criterion=criterion,
+        meta={
+            "arch": ckpt.arch,
+            "checkpoint_sha256": file_sha256(checkpoint),
+            "dataset": dataset,
+            "input_size": meta["input_size"],
+            "num_classes": meta["num_classes"],
+            "lr": config.lr,
+            "batch_size": config.batch_size,
+            "seed": config.seed,
+        },
+    )
+    return supernet, splits
 
 
 def prepare_search_supernet(
