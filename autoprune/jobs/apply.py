@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from autoprune.checkpoint import file_sha256, load_model
 from autoprune.data import DataSplits, EvalBatches, load_dataset, make_loader
@@ -24,7 +25,8 @@ from autoprune.progress import SILENT, Reporter
 from autoprune.recalibration import recalibrate_batchnorm
 from autoprune.registry import CRITERIA, EXPORTS
 from autoprune.search_spaces import space_for
-from autoprune.surgery import apply_plan, export_onnx, export_torchscript, save_pruned
+from autoprune.space import PruningSpace
+from autoprune.surgery import PruneResult, apply_plan, export_onnx, export_torchscript, save_pruned
 from autoprune.train import TrainConfig, evaluate_dataset, train
 
 RECAL_BATCH = 128
@@ -99,11 +101,8 @@ def apply_plan_file(
     splits = load_dataset(meta["dataset"], data_dir, input_size=meta["input_size"], seed=seed)
     dense.to(dev).eval()
     rows = [_dense_row(dense, checkpoint, meta, splits, dev, evaluate=dense_eval, timed=latency)]
-    loader = make_loader(splits.search, RECAL_BATCH) if criterion == "auto" else None
-    result = apply_plan(dense, plan, criterion, space=space, loader=loader, seed=seed)
-    pruned = result.model.to(dev)
-    recal = EvalBatches.from_dataset(splits.train_plain, RECAL_BATCH, RECAL_BATCHES * RECAL_BATCH, seed=seed)
-    recalibrate_batchnorm(pruned, recal.images, dev)
+    result = _prune_recalibrated(dense, plan, criterion, space, splits, dev, seed)
+    pruned = result.model
     rows.append(_row("pruned (BN recalibrated)", pruned, splits, dev, timed=latency))
     if finetune_epochs > 0:
         config = TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=batch_size, seed=seed, warmup_epochs=0)
@@ -116,6 +115,25 @@ def apply_plan_file(
         exported = _export(pruned, Path(out), export, meta["input_size"])
     rows, predicted_on = _with_predictions(rows, document)
     return ApplyReport(rows, saved, exported, notes, predicted_on)
+
+
+def _prune_recalibrated(
+    dense: nn.Module,
+    plan: Plan,
+    criterion: str,
+    space: PruningSpace,
+    splits: DataSplits,
+    dev: torch.device,
+    seed: int,
+) -> PruneResult:
+    """``dense`` pruned by ``plan`` (``auto``: the criterion most accurate on the search split),
+    its model on ``dev`` with BN statistics re-estimated on training batches."""
+    loader = make_loader(splits.search, RECAL_BATCH) if criterion == "auto" else None
+    result = apply_plan(dense, plan, criterion, space=space, loader=loader, seed=seed)
+    pruned = result.model.to(dev)
+    recal = EvalBatches.from_dataset(splits.train_plain, RECAL_BATCH, RECAL_BATCHES * RECAL_BATCH, seed=seed)
+    recalibrate_batchnorm(pruned, recal.images, dev)
+    return result
 
 
 def _with_predictions(
