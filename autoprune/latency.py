@@ -548,24 +548,11 @@ def build_latency_table(
     threads = threads or previous_threads
     torch.set_num_threads(threads)
     try:
-        model = copy.deepcopy(model).cpu().eval()
-        example = torch.zeros(1, 3, input_size, input_size)
-        specs = _layer_specs(model, example)
-        runner = _Runner(device, batch_size, rounds)
-        unique: dict[str, dict[str, Any]] = {}
-        for _, spec in specs:
-            unique.setdefault(_spec_key(spec), spec)
-        stairs = _measure_stairs(runner, list(unique.values()))
-        shapes: dict[str, ShapeTiming] = {}
-        for done, (key, spec) in enumerate(unique.items(), 1):
-            shapes[key] = _time_shape(runner, spec, stairs, max_points)
-            if progress is not None:
-                progress(done, len(unique))
-        dense, calibrated = _calibrate(runner, model.to(device), input_size, unique)
+        specs, stairs, shapes, dense = _measure_layers(
+            model, input_size, _Runner(device, batch_size, rounds), max_points, progress
+        )
     finally:
         torch.set_num_threads(previous_threads)
-    for key, ms in calibrated.items():  # the grids' shape from their own rounds, their level from here
-        shapes[key].ms = shapes[key].ms * (ms / shapes[key].dense_ms)
     layers = [{"name": name, "shape": _spec_key(spec)} for name, spec in specs]
     layer_sum = sum(shapes[e["shape"]].dense_ms for e in layers)
     versions = {"torch": torch.__version__}
@@ -589,6 +576,33 @@ def build_latency_table(
         shapes=shapes,
         build_s=time.perf_counter() - started,
     )
+
+
+def _measure_layers(
+    model: nn.Module,
+    input_size: int,
+    runner: _Runner,
+    max_points: int,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, dict[str, int]], dict[str, ShapeTiming], float]:
+    """The layer specs of ``model``, the stairs, each distinct layer shape's width grid timed
+    and calibrated against the dense model, and the dense latency."""
+    model = copy.deepcopy(model).cpu().eval()
+    example = torch.zeros(1, 3, input_size, input_size)
+    specs = _layer_specs(model, example)
+    unique: dict[str, dict[str, Any]] = {}
+    for _, spec in specs:
+        unique.setdefault(_spec_key(spec), spec)
+    stairs = _measure_stairs(runner, list(unique.values()))
+    shapes: dict[str, ShapeTiming] = {}
+    for done, (key, spec) in enumerate(unique.items(), 1):
+        shapes[key] = _time_shape(runner, spec, stairs, max_points)
+        if progress is not None:
+            progress(done, len(unique))
+    dense, calibrated = _calibrate(runner, model.to(runner.device), input_size, unique)
+    for key, ms in calibrated.items():  # the grids' shape from their own rounds, their level from here
+        shapes[key].ms = shapes[key].ms * (ms / shapes[key].dense_ms)
+    return specs, stairs, shapes, dense
 
 
 def _calibrate(
