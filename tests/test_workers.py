@@ -1,8 +1,8 @@
 """Workers on one study: SIGKILLed workers (journal and PostgreSQL), SIGKILLed searches, and the
 files a study names found from any folder.
 
-Worker and search processes are forked from the test process (``autoprune.cli.main`` in the
-child), which skips the ~5 s import of a fresh interpreter; each is still a separate process
+Worker and search processes are forked from a forkserver that has imported ``autoprune.cli``
+once, which skips the ~5 s import of a fresh interpreter; each is still a separate process
 with its own pid, storage connection and (on PostgreSQL) heartbeat thread.
 """
 
@@ -31,7 +31,10 @@ from autoprune.search.objective import TEST_PAUSE_ENV
 from autoprune.search.storage import FLOCK_SUFFIX, JOURNAL_NAME, open_storage
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-FORK = multiprocessing.get_context("fork")
+# forkserver, not fork: a child forked from this process (which has run torch's OpenMP threads
+# and holds database pools) can hang; the server has only imported the CLI, once.
+FORK = multiprocessing.get_context("forkserver")
+FORK.set_forkserver_preload(["autoprune.cli"])
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # grace = 5 heartbeats: a live worker whose heartbeat thread is starved for a few seconds on a
 # busy 2-core machine is not taken for dead (a 2 s grace failed a live trial once under load)

@@ -7,18 +7,22 @@ would start a trial while N − 1 are finished. Each trial therefore asks :meth:
 first (right after recording its owner), which decides from the study's trials:
 
 * finished ≥ cap: the trial is *surplus*;
-* finished + the *pending* trials with a lower number < cap: the trial is evaluated. Pending:
-  WAITING, or RUNNING with an owner that may be alive (this host's owners are checked, others
-  and not-yet-recorded owners are assumed alive, an unrecorded one only for
-  :data:`UNOWNED_GRACE_S`);
+* finished + the *pending* trials placed lower < cap: the trial is evaluated. Pending: WAITING,
+  or RUNNING — also under a dead owner, whose trial is failed soon (at once on the journal by
+  :func:`~autoprune.search.liveness.fail_dead_trials`, after the heartbeat grace on a database)
+  and whose retry then takes its place; a trial whose owner was never recorded counts only for
+  :data:`UNOWNED_GRACE_S`;
 * otherwise a lower trial may still fill the cap: if one of them is WAITING (queued but not
   taken), this trial is surplus, so its process goes and takes that one (Optuna takes WAITING
   trials first); else it waits (polling every :data:`POLL_S`) until the lower trials end.
 
-A trial only counts lower-numbered ones, so the lowest pending trial never waits, and any two
-concurrent evaluated trials were counted by the higher one: the study ends with exactly ``cap``
-finished trials. A surplus trial ends as FAIL with the user attr ``surplus`` (never evaluated,
-left out of the outputs, never retried); :class:`SurplusTrial` is the exception that ends it.
+"Lower" is by *place*: a trial's number, or for the retry of a failed trial the failed trial's
+number (the retry takes over the slot the failed trial held, so a retry queued late is not
+crowded out by trials started after the failure). A trial only counts lower-placed ones, so the
+lowest pending trial never waits, and any two concurrent evaluated trials were counted by the
+higher one: the study ends with exactly ``cap`` finished trials. A surplus trial ends as FAIL
+with the user attr ``surplus`` (never evaluated, left out of the outputs, never retried);
+:class:`SurplusTrial` is the exception that ends it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autoprune.search.liveness import fail_dead_trials, owner_may_be_alive, trial_owner
+from autoprune.search.liveness import fail_dead_trials, retried_from, trial_owner
 from autoprune.search.outputs import SURPLUS_ATTR, is_surplus
 
 __all__ = ["SURPLUS_ATTR", "SurplusTrial", "TrialCap", "finished_count", "is_surplus"]
@@ -60,15 +64,21 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def _pending_below(trials: list[FrozenTrial], number: int, now: _dt.datetime) -> tuple[int, bool]:
-    """(pending trials numbered below ``number``, whether one of them is WAITING)."""
+def _place(trial: FrozenTrial) -> int:
+    """Where ``trial`` stands in line: its number, or the failed trial's number for a retry."""
+    origin = retried_from(trial)
+    return trial.number if origin is None else min(trial.number, origin)
+
+
+def _pending_below(trials: list[FrozenTrial], place: int, now: _dt.datetime) -> tuple[int, bool]:
+    """(pending trials placed before ``place``, whether one of them is WAITING)."""
     count, waiting = 0, False
     for t in trials:
-        if t.number >= number:
+        if _place(t) >= place:
             continue
         if t.state == TrialState.WAITING:
             count, waiting = count + 1, True
-        elif t.state == TrialState.RUNNING and owner_may_be_alive(t):
+        elif t.state == TrialState.RUNNING:  # a dead owner's trial is failed soon, its retry takes its place
             started = t.datetime_start
             if started is not None and trial_owner(t) is None:
                 age = (now - started).total_seconds()
@@ -111,7 +121,8 @@ class TrialCap:
             finished = sum(t.state in FINISHED for t in trials)
             if finished >= cap:
                 self._surplus(trial, f"the study has its {cap} trials")
-            pending, waiting = _pending_below(trials, trial.number, _dt.datetime.now())
+            own = next(t for t in trials if t.number == trial.number)
+            pending, waiting = _pending_below(trials, _place(own), _dt.datetime.now())
             if finished + pending < cap:
                 return
             if waiting:
