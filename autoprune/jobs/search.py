@@ -31,6 +31,7 @@ from autoprune.device import resolve_device
 from autoprune.errors import AutopruneError
 from autoprune.jobs.checkpoint import DenseRecipe, ensure_checkpoint
 from autoprune.jobs.latency import search_latency_table
+from autoprune.jobs.paths import outermost_missing
 from autoprune.jobs.source import ModelSource
 from autoprune.jobs.study import (
     MAX_TRIALS,
@@ -134,7 +135,7 @@ def _run_study(
     """Create (``prepare()`` gives the stored config) or resume the study, then run its trials on
     the model ``resolve(stored)`` gives: what the CLI and the Python API share."""
     run_dir = config.run_dir()
-    fresh_folder = _outermost_missing(run_dir)
+    fresh_folder = outermost_missing(run_dir)
     fresh_journal = config.storage is None and not (run_dir / JOURNAL_NAME).exists()
     opened = open_storage(run_dir, config.storage)
     name = config.study_name()
@@ -175,16 +176,6 @@ def _run_study(
         stop,
         on_trials_start=on_trials_start,
     )
-
-
-def _outermost_missing(path: Path) -> Path | None:
-    """The highest folder of ``path`` that does not exist yet (what creating it would add)."""
-    missing = None
-    for folder in (path, *path.parents):
-        if folder.exists():
-            break
-        missing = folder
-    return missing
 
 
 def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Reporter) -> dict[str, Any]:
