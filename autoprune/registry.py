@@ -66,3 +66,6 @@ STORAGES = Registry("storage", ("journal", "sqlite", "postgresql", "mysql", "red
 
 EXPORTS = Registry("export format", ("torchscript", "onnx"))
 """Deployable files ``apply`` writes beside the pruned checkpoint."""
+
+MAX_TRIALS = 1_000_000
+"""The largest ``--trials`` (the study-wide cap) the search and the CLI accept."""

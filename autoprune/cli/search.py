@@ -30,6 +30,7 @@ from autoprune.cli.options import (
 )
 from autoprune.registry import (
     CHANNEL_CRITERIA,
+    MAX_TRIALS,
     PRIORS,
     PROXIES,
     PROXY_METRICS,
@@ -38,8 +39,6 @@ from autoprune.registry import (
     SENSITIVITY_METHODS,
     TRIAL_PRUNERS,
 )
-
-MAX_TRIALS = 1_000_000  # autoprune.jobs.search.MAX_TRIALS
 
 
 class TrialsInterrupt:

@@ -32,6 +32,7 @@ from autoprune.prior import R_MIN, preferences_from_sensitivity, uniform_prefere
 from autoprune.progress import Reporter
 from autoprune.registry import (
     CHANNEL_CRITERIA,
+    MAX_TRIALS,
     PRIORS,
     PROXIES,
     PROXY_METRICS,
@@ -47,9 +48,6 @@ from autoprune.search.storage import StudyStorage
 from autoprune.space import PruningSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-MAX_TRIALS = 1_000_000
 
 
 @dataclass
