@@ -21,9 +21,7 @@ from autoprune.cli.options import arch_option, choice_option, count_option, file
 @threads_option
 @count_option("--rounds", 5, "Timing rounds per grid point (minimum kept).")
 @file_option("--out", required=True, help="Table JSON.")
-def latency_table(
-    arch, checkpoint, input_size, num_classes, device, runtime, batch_size, threads, rounds, out
-):
+def latency_table(out, **options):
     """Build a latency table: each conv/linear layer (with its BN and activation) timed on a
     grid of widths on DEVICE, plus the dense model's remainder.
 
@@ -31,18 +29,7 @@ def latency_table(
     """
     from autoprune.jobs import latency_table_job
 
-    table = latency_table_job(
-        arch,
-        out,
-        checkpoint=checkpoint,
-        input_size=input_size,
-        num_classes=num_classes,
-        device=device,
-        runtime=runtime,
-        batch_size=batch_size,
-        threads=threads,
-        rounds=rounds,
-    )
+    table = latency_table_job(out=out, **options)
     stairs = ", ".join(f"{kind} {axes['out']}" for kind, axes in table.stairs.items())
     stdout.print(
         f"{len(table.shapes)} layer shapes ({len(table.layers)} layers) timed in {table.build_s:.1f} s: "
