@@ -12,14 +12,7 @@ import triton.language as tl
 
 from .dispatch import triton_interpreting
 from .mask import ChannelMask
-from .triton_common import (
-    channel_pixel_grid,
-    channel_tile,
-    epilogue_store,
-    keep_pointer,
-    launch_blocks,
-    pixel_tile,
-)
+from .triton_common import channel_tile, epilogue_store, launch_channelwise, pixel_tile
 
 INTERPRETED = triton_interpreting()  # the mode the kernels below are decorated for
 
@@ -49,15 +42,7 @@ def bn_act(
 ) -> torch.Tensor:
     """Launch the kernel; the output is a new contiguous NCHW tensor, ``blocks`` = (BLOCK_C, BLOCK_P)."""
     n, c, h, w = x.shape
-    p = h * w
     y = torch.empty((n, c, h, w), device=x.device, dtype=x.dtype)
-    if y.numel() == 0:
-        return y
-    bc, bp = blocks or launch_blocks("bn_act", c, p)
-    _bn_act_kernel[channel_pixel_grid(c, p, n, (bc, bp))](
-        x, scale, shift, keep_pointer(mask, scale), y,
-        c, w, p,
-        *x.stride(), y.stride(0), y.stride(1),
-        ACT=act_code, HAS_MASK=mask is not None, BLOCK_C=bc, BLOCK_P=bp,
-    )  # fmt: skip
-    return y
+    return launch_channelwise(
+        _bn_act_kernel, "bn_act", x, (scale, shift), y, (c, w, h * w), act_code, mask, blocks
+    )

@@ -9,6 +9,8 @@ the interpreter on per test.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
@@ -105,6 +107,39 @@ def channel_pixel_grid(channels: int, pixels: int, images: int, blocks: tuple[in
 def keep_pointer(mask: ChannelMask | None, dummy: torch.Tensor) -> torch.Tensor:
     """The mask's int8 keep vector, or ``dummy`` (never read: the kernel gets ``HAS_MASK=False``)."""
     return mask.keep_i8 if mask is not None else dummy
+
+
+def launch_channelwise(
+    kernel: Any,
+    name: str,
+    x: torch.Tensor,
+    operands: tuple[torch.Tensor, ...],
+    y: torch.Tensor,
+    dims: tuple[int, ...],
+    act_code: int,
+    mask: ChannelMask | None,
+    blocks: tuple[int, int] | None,
+    **constexprs: Any,
+) -> torch.Tensor:
+    """Launch a (channel block, pixel block, image) ``kernel`` (:data:`BLOCK_LIMITS` ``name``) writing ``y``.
+
+    The kernel takes ``x``, ``operands`` (ending in scale, shift), the keep pointer, ``y``,
+    ``dims`` (channels first, output pixels last), ``x``'s four strides, ``y``'s image and
+    channel strides, then ``ACT``, ``HAS_MASK``, ``BLOCK_C``, ``BLOCK_P`` and ``constexprs``.
+    ``blocks`` = (BLOCK_C, BLOCK_P), by default :func:`launch_blocks`. Returns ``y``.
+    """
+    if y.numel() == 0:
+        return y
+    channels, pixels = dims[0], dims[-1]
+    bc, bp = blocks or launch_blocks(name, channels, pixels)
+    scale = operands[-2]  # any device pointer: the keep pointer when there is no mask, never read
+    kernel[channel_pixel_grid(channels, pixels, x.shape[0], (bc, bp))](
+        x, *operands, keep_pointer(mask, scale), y,
+        *dims,
+        *x.stride(), y.stride(0), y.stride(1),
+        ACT=act_code, HAS_MASK=mask is not None, BLOCK_C=bc, BLOCK_P=bp, **constexprs,
+    )  # fmt: skip
+    return y
 
 
 def dot_in_fp32(dtype: torch.dtype) -> bool:

@@ -14,14 +14,7 @@ import triton.language as tl
 from .dispatch import triton_interpreting
 from .mask import ChannelMask
 from .reference import conv_out_hw
-from .triton_common import (
-    channel_pixel_grid,
-    channel_tile,
-    epilogue_store,
-    keep_pointer,
-    launch_blocks,
-    pixel_tile,
-)
+from .triton_common import channel_tile, epilogue_store, launch_channelwise, pixel_tile
 
 INTERPRETED = triton_interpreting()  # the mode the kernels below are decorated for
 
@@ -69,15 +62,9 @@ def depthwise(
     """Launch the kernel; ``weight`` is contiguous ``[C, 1, 3, 3]``, ``blocks`` = (BLOCK_C, BLOCK_P)."""
     n, c, h, w = x.shape
     y = x.new_empty((n, c, *conv_out_hw(h, w, stride)))
-    if y.numel() == 0:
-        return y
     wo = y.shape[3]
-    p = y.shape[2] * wo
-    bc, bp = blocks or launch_blocks("depthwise", c, p)
-    _depthwise_kernel[channel_pixel_grid(c, p, n, (bc, bp))](
-        x, weight, scale, shift, keep_pointer(mask, scale), y,
-        c, h, w, wo, p,
-        *x.stride(), y.stride(0), y.stride(1),
-        STRIDE=stride, ACT=act_code, HAS_MASK=mask is not None, BLOCK_C=bc, BLOCK_P=bp,
-    )  # fmt: skip
-    return y
+    dims = (c, h, w, wo, y.shape[2] * wo)
+    operands = (weight, scale, shift)
+    return launch_channelwise(
+        _depthwise_kernel, "depthwise", x, operands, y, dims, act_code, mask, blocks, STRIDE=stride
+    )
