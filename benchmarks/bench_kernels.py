@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 import torch
+from _timing import time_cuda
 
 from autoprune import create_model, kernels
 from autoprune.executor import MaskedExecutor
@@ -65,22 +66,6 @@ def time_cpu(fn: Callable[[], object], repeats: int, warmup: int = 2) -> tuple[f
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3, min(times) * 1e3
-
-
-def time_cuda(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    """Median GPU time of ``fn`` in milliseconds (CUDA events)."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 @dataclass

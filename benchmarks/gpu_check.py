@@ -52,6 +52,9 @@ from autoprune.kernels import ACTIVATIONS, ChannelMask, dispatch
 from autoprune.kernels import reference as ref_ops
 from autoprune.kernels.reference import TOLERANCES
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _timing.py, also when loaded by path
+from _timing import time_cuda  # noqa: E402
+
 NOT_MEASURED = "not measured (no GPU)"
 PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16}
 
@@ -128,22 +131,6 @@ def gpu_blocks(kind: str, dims: dict) -> tuple[int, ...]:
     if kind == "pointwise":
         return common.launch_blocks(kind, dims["cout"], out_pixels(dims), dims["cin"], interpreted=False)
     return common.launch_blocks(kind, dims["c"], out_pixels(dims), interpreted=False)
-
-
-def time_cuda(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    """Median milliseconds of ``fn`` by CUDA events."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def time_wall(fn: Callable[[], object], device: torch.device) -> float:
