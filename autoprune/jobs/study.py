@@ -21,6 +21,7 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
+from autoprune import registry
 from autoprune.budget import Budget, project_to_budget
 from autoprune.checkpoint import file_sha256, versions
 from autoprune.device import resolve_device
@@ -30,17 +31,7 @@ from autoprune.jobs.source import PYTHON_SOURCE, ModelSource
 from autoprune.latency import LatencyModel, LatencyTable
 from autoprune.prior import R_MIN, preferences_from_sensitivity, uniform_preferences
 from autoprune.progress import Reporter
-from autoprune.registry import (
-    CHANNEL_CRITERIA,
-    MAX_TRIALS,
-    PRIORS,
-    PROXIES,
-    PROXY_METRICS,
-    SAMPLERS,
-    SEARCH_SPACES,
-    SENSITIVITY_METHODS,
-    TRIAL_PRUNERS,
-)
+from autoprune.registry import MAX_TRIALS
 from autoprune.search.cap import finished_count
 from autoprune.search.objective import SearchSpaceSpec, prior_log
 from autoprune.search.samplers import create_pruner, create_sampler
@@ -48,6 +39,19 @@ from autoprune.search.storage import StudyStorage
 from autoprune.space import PruningSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+CHOICES = {
+    "sampler": registry.SAMPLERS,
+    "pruner": registry.TRIAL_PRUNERS,
+    "proxy": registry.PROXIES,
+    "prior": registry.PRIORS,
+    "space": registry.SEARCH_SPACES,
+    "criterion": registry.CHANNEL_CRITERIA,
+    "sensitivity-method": registry.SENSITIVITY_METHODS,
+    "proxy-metric": registry.PROXY_METRICS,
+}
+"""The options of :class:`SearchConfig` that name a registered choice: option -> its registry
+(the field is the option's name with ``_`` for ``-``)."""
 
 
 @dataclass
@@ -93,20 +97,10 @@ class SearchConfig:
     weights: str | None = None  # a dense model trained first starts from these published weights
 
     def validate(self) -> Budget:
-        for name, value, valid in (
-            ("sampler", self.sampler, SAMPLERS),
-            ("pruner", self.pruner, TRIAL_PRUNERS),
-            ("proxy", self.proxy, PROXIES),
-            ("prior", self.prior, PRIORS),
-            ("space", self.space, SEARCH_SPACES),
-            ("criterion", self.criterion, CHANNEL_CRITERIA),
-            ("sensitivity-method", self.sensitivity_method, SENSITIVITY_METHODS),
-        ):
+        for name, valid in CHOICES.items():
+            value = getattr(self, name.replace("-", "_"))
             if value not in valid:
                 raise AutopruneError(f"unknown --{name} {value!r}; valid: {', '.join(valid)}")
-        if self.proxy_metric not in PROXY_METRICS:
-            valid = ", ".join(PROXY_METRICS)
-            raise AutopruneError(f"unknown --proxy-metric {self.proxy_metric!r}; valid: {valid}")
         if self.proxy_metric != "acc" and self.proxy != "supernet":
             raise AutopruneError(f"--proxy-metric {self.proxy_metric} needs --proxy supernet")
         check_trials(self.trials)
