@@ -160,18 +160,8 @@ def test_resume_refuses_another_budget(tmp_path, digits_checkpoint):
 def test_stop_request_ends_after_the_current_trial(tmp_path, digits_checkpoint):
     stop = threading.Event()
     stop.set()
-    config = SearchConfig(
-        arch="resnet20",
-        dataset="digits",
-        flops=0.5,
-        checkpoint=str(digits_checkpoint),
-        prior="uniform",
-        trials=10,
-        out=str(tmp_path / "run"),
-        study="s",
-        device="cpu",
-        recal_batches=1,
-        search_images=64,
+    config = _config(
+        tmp_path, digits_checkpoint, trials=10, study="s", recal_batches=1, batch_size=128, search_images=64
     )
     result = run_search(config, stop=stop)
     assert result.trials_done == 1 and result.interrupted

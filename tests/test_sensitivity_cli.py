@@ -127,14 +127,21 @@ def test_group_units_sbpf_and_bn_gamma(run_cli, checkpoint, tmp_path):
     assert json.loads((tmp_path / "b.json").read_text())["images"] == 0
 
 
-def test_missing_checkpoint_trains_one_then_reuses_it(run_cli, tmp_path, monkeypatch):
-    calls = []
+@pytest.fixture
+def fake_dense_training(monkeypatch) -> list[tuple[str, str, Path]]:
+    """Dense training replaced by saving a calibrated resnet20; the list of its (arch, dataset, out) calls."""
+    calls: list[tuple[str, str, Path]] = []
 
     def fake_train_dense(arch, dataset, out, **kwargs):
         calls.append((arch, dataset, Path(out)))
         _save(_calibrated_resnet20(), out)
 
     monkeypatch.setattr("autoprune.jobs.dense.train_dense", fake_train_dense)
+    return calls
+
+
+def test_missing_checkpoint_trains_one_then_reuses_it(run_cli, tmp_path, fake_dense_training):
+    calls = fake_dense_training
     out = tmp_path / "sens.json"
     args = ("sensitivity", "--arch", "resnet20", "--method", "bn-gamma", "--out", out)
     r = run_cli(*args)
@@ -147,15 +154,9 @@ def test_missing_checkpoint_trains_one_then_reuses_it(run_cli, tmp_path, monkeyp
     assert "from a previous run" in r.err
 
 
-def test_missing_checkpoint_path_trains_only_with_train_missing(run_cli, tmp_path, monkeypatch):
+def test_missing_checkpoint_path_trains_only_with_train_missing(run_cli, tmp_path, fake_dense_training):
     """A mistyped --checkpoint is an error; --train-missing trains a dense model at that path."""
-    calls = []
-
-    def fake_train_dense(arch, dataset, out, **kwargs):
-        calls.append((arch, dataset, Path(out)))
-        _save(_calibrated_resnet20(), out)
-
-    monkeypatch.setattr("autoprune.jobs.dense.train_dense", fake_train_dense)
+    calls = fake_dense_training
     ckpt = tmp_path / "models" / "dense.pt"
     args = ("sensitivity", "--arch", "resnet20", "--checkpoint", ckpt, "--method", "bn-gamma",
             "--out", tmp_path / "sens.json")  # fmt: skip
