@@ -7,23 +7,8 @@ import re
 import click
 from rich.table import Table
 
+from autoprune.cli import options as opt
 from autoprune.cli.console import run_job, stdout
-from autoprune.cli.options import (
-    arch_option,
-    choice_option,
-    count_option,
-    data_options,
-    dense_checkpoint_option,
-    device_option,
-    file_option,
-    names_user_builder,
-    out_option,
-    seed_option,
-    threads_option,
-    train_missing_option,
-    trust_code_option,
-    weights_option,
-)
 from autoprune.registry import SENSITIVITY_METHODS, SENSITIVITY_UNITS
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
@@ -54,25 +39,25 @@ def _parse_sigmas(text: str) -> list[float]:
 
 
 @click.command()
-@arch_option(required=False, help="Model name (default: the checkpoint's).")
-@weights_option
-@data_options("digits")
-@dense_checkpoint_option(
+@opt.arch_option(required=False, help="Model name (default: the checkpoint's).")
+@opt.weights_option
+@opt.data_options("digits")
+@opt.dense_checkpoint_option(
     "dense-ARCH-DATASET.pt next to --out, trained there first if missing and reused by later runs"
 )
-@train_missing_option
-@choice_option("--method", SENSITIVITY_METHODS.names, "sr-init")
-@choice_option(
+@opt.train_missing_option
+@opt.choice_option("--method", SENSITIVITY_METHODS.names, "sr-init")
+@opt.choice_option(
     "--unit",
     SENSITIVITY_UNITS.names,
     "block",
     "block: modules with a skip connection; group: channel groups.",
 )
-@count_option("--seeds", 3, "Redraws per unit.")
+@opt.count_option("--seeds", 3, "Redraws per unit.")
 @click.option(
     "--sigmas", default="0.1,0.25,0.5", show_default=True, help="SBPF noise levels (x std of each weight)."
 )
-@count_option("--images", None, "Images of the search split (default: all; with --adaptive: the budget).")
+@opt.count_option("--images", None, "Images of the search split (default: all; with --adaptive: the budget).")
 @click.option(
     "--adaptive",
     is_flag=True,
@@ -91,7 +76,7 @@ def _parse_sigmas(text: str) -> list[float]:
     show_default=True,
     help="Memory for cached activations plus one pass; caps the chunk size.",
 )
-@count_option(
+@opt.count_option(
     "--chunk-size",
     None,
     "Images per chunk, overriding the default: on CPU up to 128, fewer when the model's largest "
@@ -110,20 +95,20 @@ def _parse_sigmas(text: str) -> list[float]:
     metavar="TAU",
     help="Write a depth Plan removing every removable block with drop <= TAU.",
 )
-@count_option("--remove", None, "... or the K lowest.", minimum=0, metavar="K")
-@file_option("--plan-out", help="Where the depth Plan goes (default: --out with .plan.json).")
-@file_option(
+@opt.count_option("--remove", None, "... or the K lowest.", minimum=0, metavar="K")
+@opt.file_option("--plan-out", help="Where the depth Plan goes (default: --out with .plan.json).")
+@opt.file_option(
     "--sensitivity",
     "from_json",
     help="Reuse a saved sens.json instead of computing (e.g. to try another --prune-blocks).",
 )
-@seed_option(None, "Search-split seed (default: the checkpoint's).")
-@count_option("--epochs", 15, "If a dense model is trained.")
-@threads_option
-@device_option
-@out_option("sens.json")
-@file_option("--chart", help="PNG bar chart (default: --out with .png).")
-@trust_code_option
+@opt.seed_option(None, "Search-split seed (default: the checkpoint's).")
+@opt.count_option("--epochs", 15, "If a dense model is trained.")
+@opt.threads_option
+@opt.device_option
+@opt.out_option("sens.json")
+@opt.file_option("--chart", help="PNG bar chart (default: --out with .png).")
+@opt.trust_code_option
 @click.pass_context
 def sensitivity(ctx: click.Context, **options) -> None:
     """Measure how much each block or channel group matters (SR-init, SBPF, BN-gamma).
@@ -150,7 +135,7 @@ def sensitivity(ctx: click.Context, **options) -> None:
         remove_k=remove_k,
         sigmas=_parse_sigmas(options["sigmas"]),
         max_memory=parse_size(options["max_memory"]),
-        trust_code=options["trust_code"] or names_user_builder(options["arch"]),
+        trust_code=options["trust_code"] or opt.names_user_builder(options["arch"]),
     )
     _print_summary(run_job(run_sensitivity_job, SensitivityJob(**options)))
 

@@ -4,38 +4,28 @@ from __future__ import annotations
 
 import click
 
+from autoprune.cli import options as opt
 from autoprune.cli.console import run_job, stdout
-from autoprune.cli.options import (
-    choice_option,
-    count_option,
-    data_options,
-    device_option,
-    file_option,
-    out_option,
-    positive_option,
-    seed_option,
-    threads_option,
-)
 from autoprune.registry import CHANNEL_CRITERIA
 
 
 @click.command()
-@file_option("--checkpoint", required=True, help="The dense checkpoint.")
-@data_options("digits")
-@count_option("--steps", None, "Training steps (overrides --epochs).")
-@positive_option("--epochs", 5.0)
-@count_option("--batch-size", 64)
-@positive_option("--lr", 0.01)
-@choice_option(
+@opt.file_option("--checkpoint", required=True, help="The dense checkpoint.")
+@opt.data_options("digits")
+@opt.count_option("--steps", None, "Training steps (overrides --epochs).")
+@opt.positive_option("--epochs", 5.0)
+@opt.count_option("--batch-size", 64)
+@opt.positive_option("--lr", 0.01)
+@opt.choice_option(
     "--criterion",
     CHANNEL_CRITERIA.names,
     "l1",
     "Channel importance that orders each group (first-k = top-k).",
 )
-@seed_option()
-@threads_option
-@device_option
-@out_option("supernet.pt")
+@opt.seed_option()
+@opt.threads_option
+@opt.device_option
+@opt.out_option("supernet.pt")
 def supernet(checkpoint, dataset, out, **options) -> None:
     """Train a stage-wise supernet (in-place distillation, sandwich sampling) from a dense checkpoint.
 
