@@ -189,6 +189,11 @@ def test_two_processes_share_one_journal(tmp_path, digits_checkpoint):
     assert all(t.user_attrs.get("surplus") for t in trials if t not in finished)
 
 
+def _search_cli(checkpoint: Path, out: Path) -> tuple:
+    """``autoprune search`` of resnet20 on digits from ``checkpoint`` into ``out``: the CLI tests' start."""
+    return ("search", "--arch", "resnet20", "--dataset", "digits", "--checkpoint", checkpoint, "--out", out)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -201,20 +206,7 @@ def test_two_processes_share_one_journal(tmp_path, digits_checkpoint):
     ],
 )
 def test_bad_search_input_is_one_line_and_exit_2(run_cli, tmp_path, digits_checkpoint, args, message):
-    result = run_cli(
-        "search",
-        "--arch",
-        "resnet20",
-        "--dataset",
-        "digits",
-        "--checkpoint",
-        digits_checkpoint,
-        "--out",
-        tmp_path / "r",
-        "--device",
-        "cpu",
-        *args,
-    )
+    result = run_cli(*_search_cli(digits_checkpoint, tmp_path / "r"), "--device", "cpu", *args)
     assert result.code == 2
     lines = result.err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.err
@@ -324,15 +316,7 @@ def test_stage_space_samples_one_multiplier_per_stage(tmp_path, digits_checkpoin
 
 def test_nsga2_from_the_cli_searches_accuracy_against_flops(run_cli, tmp_path, digits_checkpoint):
     result = run_cli(
-        "search",
-        "--arch",
-        "resnet20",
-        "--dataset",
-        "digits",
-        "--checkpoint",
-        digits_checkpoint,
-        "--out",
-        tmp_path / "run",
+        *_search_cli(digits_checkpoint, tmp_path / "run"),
         "--study",
         "p",
         "--device",

@@ -27,8 +27,6 @@ from autoprune.space import PruningSpace
 from autoprune.surgery import (
     apply_plan,
     dead_channel_model,
-    export_onnx,
-    export_torchscript,
     load_pruned,
     module_out_masks,
     save_pruned,
@@ -232,13 +230,13 @@ def test_load_pruned_errors(tmp_path) -> None:
 def test_exports_run(tmp_path) -> None:
     model, x, space = case("mobilenetv2")
     pruned = apply_plan(model, space.uniform(0.5), space=space).model.eval()
-    ts = export_torchscript(pruned, tmp_path / "m.ts", x[:1])
+    ts = autoprune.export_torchscript(pruned, tmp_path / "m.ts", x[:1])
     with torch.no_grad():
         assert torch.allclose(torch.jit.load(str(ts))(x), pruned(x), atol=1e-5)
     import onnx
     from onnx.reference import ReferenceEvaluator  # onnxruntime is not a dependency
 
-    path = export_onnx(pruned, tmp_path / "m.onnx", x[:1])
+    path = autoprune.export_onnx(pruned, tmp_path / "m.onnx", x[:1])
     exported = onnx.load(str(path))
     onnx.checker.check_model(exported)
     (out,) = ReferenceEvaluator(exported).run(None, {"input": x.numpy()})  # batch 2: the batch is dynamic
