@@ -114,7 +114,9 @@ def search(
     more). Studies made here store no checkpoint: ``autoprune worker`` refuses
     them. ``options``: ``prior``, ``pruner``, ``space`` ("group"/"stage"), ``criterion``,
     ``recal_batches``, ``search_images``, ``r_min``, ``timeout``, ``device`` (default "auto"),
-    ``sensitivity_method``, ``sensitivity_seeds``, ``arch`` (a zoo name: its search-space overrides).
+    ``sensitivity_method``, ``sensitivity_seeds``, ``arch`` (a zoo name: its search-space overrides),
+    ``rerank`` and ``rerank_steps`` (fine-tune the best ``rerank`` plans on ``train_loader``'s
+    (images, labels) and name the best after fine-tuning, scored as the trials are).
     """
     reporter = as_reporter(progress)
     arch = options.pop("arch", None)
@@ -190,7 +192,7 @@ def _source(
         "input_size": _input_size(example_input),
         "num_classes": space.num_classes,
     }
-    return ModelSource(dense, space, recal, search, score_fn, provenance)
+    return ModelSource(dense, space, recal, search, score_fn, train_loader, provenance)
 
 
 def _space(model: nn.Module, example_input: Any, label: str, zoo: bool) -> PruningSpace:

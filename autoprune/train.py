@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from autoprune.data import DataSplits, make_loader
+from autoprune.errors import AutopruneError
 from autoprune.evaluation import Evaluation
 from autoprune.evaluation import evaluate as evaluate_batches
 from autoprune.progress import SILENT, Reporter
@@ -86,6 +88,41 @@ def train(
         reporter.finish()
     model.eval()
     return model
+
+
+def finetune_steps(
+    model: nn.Module,
+    batches: Iterable[Sequence[torch.Tensor]],
+    steps: int,
+    *,
+    lr: float = 0.01,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> nn.Module:
+    """Train ``model`` in place for ``steps`` SGD steps on ``batches`` ((images, labels) items,
+    cycled when shorter), Nesterov momentum, cosine-decayed from ``lr`` without warm-up: the
+    short fine-tune that re-ranks search candidates. Returns ``model`` in eval mode."""
+    torch.manual_seed(seed)
+    model.to(device).train()
+    optimizer, scheduler = sgd_with_cosine(model, TrainConfig(epochs=1, lr=lr, warmup_epochs=0), steps)
+    done = 0
+    while done < steps:
+        before = done
+        for batch in batches:
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise AutopruneError("fine-tuning needs (images, labels) training batches")
+            x, y = batch[0].to(device), batch[1].to(device)
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            done += 1
+            if done == steps:
+                break
+        if done == before:
+            raise AutopruneError("no training batches to fine-tune on")
+    return model.eval()
 
 
 def sgd_with_cosine(

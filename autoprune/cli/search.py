@@ -172,6 +172,14 @@ def _print_result(result) -> None:
     "supernet proxy: training steps when the run folder has no supernet.pt (default 5 epochs).",
 )
 @choice_option("--criterion", CHANNEL_CRITERIA.names, "l1", "Which channels a candidate keeps.")
+@count_option(
+    "--rerank",
+    0,
+    "After the trials, fine-tune the best N distinct plans for --rerank-steps SGD steps each and "
+    "name the best of them by top-1 on the search split (0: the proxy decides).",
+    minimum=0,
+)
+@count_option("--rerank-steps", 200, "Fine-tune steps per plan for --rerank (batch 64, lr 0.01).")
 @click.option(
     "--trials",
     type=click.IntRange(1, MAX_TRIALS),

@@ -26,7 +26,7 @@ import torch
 
 from autoprune.budget import Budget
 from autoprune.checkpoint import file_sha256, load_model
-from autoprune.data import EvalBatches, load_dataset
+from autoprune.data import EvalBatches, load_dataset, make_loader
 from autoprune.device import resolve_device
 from autoprune.errors import AutopruneError
 from autoprune.jobs.checkpoint import DenseRecipe, ensure_checkpoint
@@ -55,6 +55,7 @@ from autoprune.jobs.trials import SearchResult, optimize
 from autoprune.latency import LatencyTable, with_table_rounding
 from autoprune.prior import uniform_preferences
 from autoprune.progress import SILENT, Reporter
+from autoprune.search.rerank import RERANK_BATCH
 from autoprune.search.samplers import create_pruner, create_sampler
 from autoprune.search.storage import JOURNAL_NAME, open_storage
 from autoprune.search_spaces import space_for
@@ -314,4 +315,5 @@ def cli_source(
     )
     search = EvalBatches.from_dataset(splits.search, stored["batch_size"], stored["search_images"])
     provenance = {"checkpoint": path, "checkpoint_sha256": stored["checkpoint_sha256"]}
-    return ModelSource(model, space, recal, search, provenance=provenance)
+    train = make_loader(splits.train, RERANK_BATCH, shuffle=True, seed=seed, drop_last=True)
+    return ModelSource(model, space, recal, search, train=train, provenance=provenance)

@@ -37,6 +37,8 @@ class ModelSource:
 
     ``recal``: batches BN statistics are re-estimated on (only their images are used);
     ``search``: labelled batches for top-1, or None when ``score_fn`` scores candidates;
+    ``train``: re-iterable (images, labels) training batches the re-rank fine-tunes on (None:
+    a study that re-ranks cannot run on this source);
     ``provenance``: arch, dataset, input_size, num_classes, checkpoint (a path or None),
     checkpoint_sha256, model_sha256 — what the study and the JSON files record.
     """
@@ -46,6 +48,7 @@ class ModelSource:
     recal: EvalBatches
     search: EvalBatches | None = None
     score_fn: ScoreFn | None = None
+    train: Iterable | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
     @property

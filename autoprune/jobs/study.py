@@ -34,6 +34,7 @@ from autoprune.progress import Reporter
 from autoprune.registry import MAX_TRIALS
 from autoprune.search.cap import finished_count
 from autoprune.search.objective import SearchSpaceSpec, prior_log
+from autoprune.search.rerank import Rerank
 from autoprune.search.samplers import create_pruner, create_sampler
 from autoprune.search.storage import StudyStorage
 from autoprune.space import PruningSpace
@@ -78,6 +79,8 @@ class SearchConfig:
     proxy: str = "recal"
     proxy_metric: str = "acc"
     supernet_steps: int | None = None
+    rerank: int = 0  # finalists re-ranked by a short fine-tune (autoprune.search.rerank); 0: off
+    rerank_steps: int = Rerank.steps
     criterion: str = "l1"
     trials: int = 100
     timeout: float | None = None
@@ -104,6 +107,7 @@ class SearchConfig:
         if self.proxy_metric != "acc" and self.proxy != "supernet":
             raise AutopruneError(f"--proxy-metric {self.proxy_metric} needs --proxy supernet")
         check_trials(self.trials)
+        Rerank(self.rerank, self.rerank_steps)
         if self.timeout is not None and not self.timeout > 0:
             raise AutopruneError(f"--timeout must be positive seconds, got {self.timeout}")
         budget = Budget(self.flops, self.params, self.latency)

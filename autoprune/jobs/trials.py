@@ -19,6 +19,7 @@ import optuna
 
 from autoprune.budget import Budget
 from autoprune.device import resolve_device
+from autoprune.evaluation import evaluate
 from autoprune.jobs.source import ModelSource
 from autoprune.jobs.study import named_files, spec, stored_cap, study_table
 from autoprune.jobs.supernet import search_supernet_options
@@ -27,7 +28,8 @@ from autoprune.progress import Reporter
 from autoprune.search.cap import SurplusTrial, TrialCap, finished_count, is_surplus
 from autoprune.search.liveness import fail_dead_trials
 from autoprune.search.objective import PlanObjective
-from autoprune.search.outputs import StudyPointer, SummaryPacer, refresh_outputs
+from autoprune.search.outputs import StudyPointer, SummaryPacer, refresh_outputs, within_budget
+from autoprune.search.rerank import Rerank, rerank_trials
 from autoprune.search.storage import StudyStorage
 
 
@@ -130,6 +132,8 @@ def optimize(
         if not cap.reached(study):
             reporter.start(f"trials ({study.study_name})", _expected(study, limit))
             study.optimize(objective, timeout=timeout, callbacks=[after_trial], catch=(SurplusTrial,))
+        if not (stop is not None and stop.is_set()):
+            _rerank(study, stored, source, device, reporter)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -137,6 +141,29 @@ def optimize(
         best = refresh_outputs(run_dir, study, space, pointer, documented, with_summary=True)
     interrupted = interrupted or (stop is not None and stop.is_set())
     return SearchResult(run_dir, study.study_name, opened.shown_url, done, best, interrupted, study)
+
+
+def _rerank(
+    study: optuna.Study, stored: dict[str, Any], source: ModelSource, device: str, reporter: Reporter
+) -> None:
+    """Fine-tune and score the study's finalists that have no re-rank score yet (if it re-ranks)."""
+    rerank = Rerank.of(stored)
+    if not rerank.top:
+        return
+    target = resolve_device(device)
+    rerank_trials(
+        study,
+        within_budget(study, stored["budget"].get("flops")),
+        rerank,
+        model=source.model,
+        space=source.space,
+        criterion=stored["criterion"],
+        train=source.train,
+        score=source.score_fn
+        or (lambda model: evaluate(model, source.search.batches, device=target).accuracy),
+        device=target,
+        reporter=reporter,
+    )
 
 
 def _expected(study: optuna.Study, limit: int | None) -> int | None:

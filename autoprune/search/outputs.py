@@ -32,6 +32,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
 from autoprune.io import atomic_write, write_json, write_text
+from autoprune.search.rerank import NO_RERANK, Rerank, finalists, reranked_best, stored_scores
 from autoprune.space import PruningSpace
 
 SURPLUS_ATTR = "surplus"
@@ -59,14 +60,27 @@ def completed(study: optuna.Study) -> list[FrozenTrial]:
     ]
 
 
-def best_trial(study: optuna.Study, flops_budget: float | None) -> FrozenTrial | None:
-    """The most accurate completed trial (for Pareto studies: within the FLOPs budget, if any)."""
+def within_budget(study: optuna.Study, flops_budget: float | None) -> list[FrozenTrial]:
+    """The completed trials within the FLOPs budget (all of them but a Pareto study's extras)."""
     trials = completed(study)
-    if flops_budget is not None:
-        trials = [t for t in trials if t.user_attrs["flops_ratio"] <= flops_budget + 1e-9]
+    if flops_budget is None:
+        return trials
+    return [t for t in trials if t.user_attrs["flops_ratio"] <= flops_budget + 1e-9]
+
+
+def best_trial(
+    study: optuna.Study, flops_budget: float | None, rerank: Rerank = NO_RERANK
+) -> FrozenTrial | None:
+    """The most accurate completed trial within the FLOPs budget: the best re-ranked finalist
+    once every finalist is re-ranked (:mod:`autoprune.search.rerank`), else the proxy's best."""
+    trials = within_budget(study, flops_budget)
     if not trials:
         return None
-    return max(trials, key=lambda t: (t.values[0], -t.user_attrs.get("proxy_loss", 0.0)))
+    if rerank.top:
+        best = reranked_best(trials, stored_scores(study, rerank), rerank.top)
+        if best is not None:
+            return best
+    return finalists(trials, 1)[0]
 
 
 def best_trial_document(
@@ -181,9 +195,14 @@ def refresh_outputs(
 ) -> FrozenTrial | None:
     """Rewrite best_trial.json and trials.csv, and summary.png when ``with_summary`` and
     ``pacer`` (if given) says it is due; returns the best trial. All writes are atomic."""
-    best = best_trial(study, config["budget"].get("flops"))
+    rerank = Rerank.of(config)
+    best = best_trial(study, config["budget"].get("flops"), rerank)
     if best is not None:
-        write_json(run_dir / BEST_TRIAL, best_trial_document(best, space, pointer, config))
+        document = best_trial_document(best, space, pointer, config)
+        score = stored_scores(study, rerank).get(best.number) if rerank.top else None
+        if score is not None:
+            document["score"]["rerank"] = {"accuracy": score, "steps": rerank.steps, "top": rerank.top}
+        write_json(run_dir / BEST_TRIAL, document)
     write_text(run_dir / TRIALS_CSV, trials_table(study, space))
     if with_summary and best is not None:
         if pacer is None:
