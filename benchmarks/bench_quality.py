@@ -16,7 +16,10 @@ budget, rows:
   (g) NVIDIA Model Optimizer FastNAS (``modelopt.torch.prune``, mode ``fastnas``, FLOPs
       constraint as a percentage, its channel ratios 0.05..1 with channel divisor 4, BN
       calibration on the recal batches, score = top-1 on the same search split), or
-      "not run: <reason>".
+      "not run: <reason>";
+  (h) (e)'s study with its ``--rerank`` best distinct plans re-ranked by a ``--rerank-steps``
+      fine-tune on the training subsample, scored on the search split (the library's
+      ``autoprune search --rerank``; its time is (e)'s search plus the re-rank).
 
 Each row's network is fine-tuned with seeds 0..N-1 (mean ± std of test top-1); the dense model
 fine-tuned with the same schedule gives the noise level of the dense network. FLOPs are counted
@@ -152,9 +155,37 @@ def bench_arch(arch: str, scale: Scale, args) -> dict:
     return {"arch": arch, "dense_acc": bench.dense_acc, "dense_macs": bench.dense_macs, "rows": rows}
 
 
-def best_plan(bench, result):
-    channels = result.best.user_attrs["channels"]
+def best_plan(bench, trial):
+    channels = trial.user_attrs["channels"]
     return bench.space.plan_from_channels([channels[g.id] for g in bench.space.groups])
+
+
+def fixed_plan(bench, plan):
+    return lambda seed: (pruned_model(bench, plan), None)
+
+
+def reranked(bench, result, flops: float, args):
+    """(best trial, seconds): the library's re-rank of the study's finalists, fine-tuned on the
+    bench's training subsample and scored on its search split, as ``--rerank`` does."""
+    from autoprune.data import make_loader
+    from autoprune.search.outputs import within_budget
+    from autoprune.search.rerank import RERANK_BATCH, Rerank, rerank_trials, reranked_best
+
+    rerank = Rerank(args.rerank, args.rerank_steps)
+    trials = within_budget(result.study, flops)
+    start = time.perf_counter()
+    scores = rerank_trials(
+        result.study,
+        trials,
+        rerank,
+        model=bench.model,
+        space=bench.space,
+        criterion="l1",
+        train=make_loader(bench.splits.train, RERANK_BATCH, shuffle=True, seed=0, drop_last=True),
+        score=lambda m: evaluate(m, bench.search.batches).accuracy,
+        device=torch.device("cpu"),
+    )
+    return reranked_best(trials, scores, args.rerank), time.perf_counter() - start
 
 
 def budget_rows(bench, flops: float, args, supernet_path, supernet_s: float) -> list[dict]:
@@ -173,36 +204,36 @@ def budget_rows(bench, flops: float, args, supernet_path, supernet_s: float) -> 
         run_row(bench, flops, row, build, args, fixed=row.startswith("(c)"))
         for row, build in builders.items()
     ]
-    # (e), (f): one search each (seed 0), its best plan fine-tuned with every seed
-    result, seconds = autoprune_search(bench, flops, args.trials, seed=0, proxy="recal")
-    plan = best_plan(bench, result)
-    rows.append(
-        run_row(
-            bench,
-            flops,
-            f"(e) autoprune search, recal ({args.trials} trials)",
-            lambda s: (pruned_model(bench, plan), None),
-            args,
-            fixed=True,
-            search_s=seconds,
+    # (e), (f): one search each (seed 0), its best plan fine-tuned with every seed; (h): (e)'s
+    # study with its finalists re-ranked by a short fine-tune (the library's --rerank)
+    searches = {
+        f"(e) autoprune search, recal ({args.trials} trials)": ("recal", None, ""),
+        f"(f) autoprune search, supernet ({args.trials} trials)": (
+            "supernet",
+            supernet_path,
+            f"+ supernet training ({args.supernet_steps} steps) {supernet_s:.0f} s",
+        ),
+    }
+    for row, (proxy, path, note) in searches.items():
+        result, seconds = autoprune_search(bench, flops, args.trials, seed=0, proxy=proxy, supernet_path=path)
+        plan = best_plan(bench, result.best)
+        rows.append(
+            run_row(bench, flops, row, fixed_plan(bench, plan), args, fixed=True, search_s=seconds, note=note)
         )
-    )
-    result, seconds = autoprune_search(
-        bench, flops, args.trials, seed=0, proxy="supernet", supernet_path=supernet_path
-    )
-    plan_s = best_plan(bench, result)
-    rows.append(
-        run_row(
-            bench,
-            flops,
-            f"(f) autoprune search, supernet ({args.trials} trials)",
-            lambda s: (pruned_model(bench, plan_s), None),
-            args,
-            fixed=True,
-            search_s=seconds,
-            note=f"+ supernet training ({args.supernet_steps} steps) {supernet_s:.0f} s",
-        )
-    )
+        if proxy == "recal" and args.rerank:
+            best, rerank_s = reranked(bench, result, flops, args)
+            rows.append(
+                run_row(
+                    bench,
+                    flops,
+                    f"(h) (e) + re-rank of its top {args.rerank} by a {args.rerank_steps}-step fine-tune",
+                    fixed_plan(bench, best_plan(bench, best)),
+                    args,
+                    fixed=True,
+                    search_s=seconds + rerank_s,
+                    note=f"re-rank {rerank_s:.0f} s; trial {best.number} (recal: {result.best.number})",
+                )
+            )
     fast_s: list[float] = []
     rows.append(
         run_row(
@@ -269,6 +300,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int)
     parser.add_argument("--supernet-steps", type=int)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rerank", type=int, default=5, help="row (h): finalists re-ranked (0: no row)")
+    parser.add_argument("--rerank-steps", type=int, default=200)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     q = args.quick
