@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from autoprune.data import load_dataset
 from autoprune.device import resolve_device
@@ -28,6 +29,24 @@ class DenseRecipe:
     device: str = "auto"
     trust_code: bool = False  # build a module:callable arch (the user named it, or allowed it)
     weights: str | None = None  # start from published weights (torchvision:/timm: archs)
+
+    @classmethod
+    def from_options(
+        cls, options: Any, dataset: str, *, epochs: int, input_size: int | None = None
+    ) -> DenseRecipe:
+        """The recipe of a job's options (a SearchConfig, a SensitivityJob): their ``arch``,
+        ``data_dir``, ``seed`` (None: 0), ``device``, ``trust_code`` and ``weights``."""
+        return cls(
+            options.arch,
+            dataset,
+            options.data_dir,
+            epochs=epochs,
+            seed=options.seed or 0,
+            input_size=input_size,
+            device=options.device,
+            trust_code=options.trust_code,
+            weights=options.weights,
+        )
 
 
 def ensure_checkpoint(

@@ -181,16 +181,8 @@ def _run_study(
 
 def _prepare(config: SearchConfig, budget: Budget, run_dir: Path, reporter: Reporter) -> dict[str, Any]:
     """Dense model, space and prior for a new study; returns the config stored in the study."""
-    recipe = DenseRecipe(
-        config.arch,
-        config.dataset,
-        config.data_dir,
-        epochs=config.dense_epochs,
-        seed=config.seed or 0,
-        input_size=config.input_size,
-        device=config.device,
-        trust_code=config.trust_code,
-        weights=config.weights,
+    recipe = DenseRecipe.from_options(
+        config, config.dataset, epochs=config.dense_epochs, input_size=config.input_size
     )
     checkpoint = ensure_checkpoint(
         config.checkpoint, run_dir / "dense.pt", recipe, reporter, train_missing=config.train_missing

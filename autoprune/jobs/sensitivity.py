@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from autoprune import sensitivity as sens_lib
 from autoprune.budget import plan_cost
 from autoprune.checkpoint import file_sha256, load_model
 from autoprune.cost import CostModel
@@ -26,21 +27,6 @@ from autoprune.jobs.threads import torch_threads
 from autoprune.plan import Plan
 from autoprune.progress import SILENT, Reporter
 from autoprune.search_spaces import space_for
-from autoprune.sensitivity import (
-    DEFAULT_MAX_MEMORY,
-    DEFAULT_SIGMAS,
-    Adaptive,
-    Execution,
-    Images,
-    Perturbation,
-    Provenance,
-    Sensitivity,
-    compute_sensitivity,
-    compute_sensitivity_scored,
-    depth_plan,
-    load_sensitivity,
-    save_chart,
-)
 from autoprune.sensitivity.depth import check_removal_count
 from autoprune.sensitivity.images import Data
 from autoprune.space import PruningSpace
@@ -58,11 +44,11 @@ class SensitivityJob:
     method: str = "sr-init"
     unit: str = "block"
     seeds: int = 3
-    sigmas: list[float] | tuple[float, ...] = DEFAULT_SIGMAS
+    sigmas: list[float] | tuple[float, ...] = sens_lib.DEFAULT_SIGMAS
     images: int | None = None
     adaptive: bool = False
     adaptive_target: float = 0.95
-    max_memory: int = DEFAULT_MAX_MEMORY
+    max_memory: int = sens_lib.DEFAULT_MAX_MEMORY
     chunk_size: int | None = None
     exact: bool = False
     tau: float | None = None
@@ -82,7 +68,7 @@ class SensitivityJob:
 
 @dataclass
 class SensitivityJobResult:
-    sensitivity: Sensitivity
+    sensitivity: sens_lib.Sensitivity
     json_path: Path
     chart_path: Path
     checkpoint: Path
@@ -116,12 +102,12 @@ def _run(job: SensitivityJob, out: Path, reporter: Reporter) -> SensitivityJobRe
     if job.remove_k is not None:  # fail before the long computation
         check_removal_count(job.remove_k, len(space.removable_blocks), len(space.blocks))
     if job.from_json is not None:
-        sens = load_sensitivity(job.from_json, space)
+        sens = sens_lib.load_sensitivity(job.from_json, space)
         json_path = Path(job.from_json)
     else:
         sens = _compute(job, model, space, ckpt.arch, meta, ckpt_path, reporter)
         json_path = sens.save(out)
-    chart_path = save_chart(sens, job.chart or out.with_suffix(".png"))
+    chart_path = sens_lib.save_chart(sens, job.chart or out.with_suffix(".png"))
     result = SensitivityJobResult(sens, json_path, chart_path, ckpt_path)
     if depth:
         _depth_plan(job, space, sens, out, result)
@@ -134,16 +120,7 @@ def _checkpoint(job: SensitivityJob, out: Path, reporter: Reporter) -> Path:
     if job.checkpoint is None and job.arch is None:
         raise AutopruneError("give --checkpoint, or --arch (and --dataset) to train a dense model first")
     default = out.parent / f"dense-{job.arch}-{_safe(dataset)}.pt"
-    recipe = DenseRecipe(
-        job.arch,
-        dataset,
-        job.data_dir,
-        epochs=job.epochs,
-        seed=job.seed or 0,
-        device=job.device,
-        trust_code=job.trust_code,
-        weights=job.weights,
-    )
+    recipe = DenseRecipe.from_options(job, dataset, epochs=job.epochs)
     return ensure_checkpoint(job.checkpoint, default, recipe, reporter, train_missing=job.train_missing)
 
 
@@ -155,7 +132,7 @@ def _compute(
     meta: dict,
     ckpt_path: Path,
     reporter: Reporter,
-) -> Sensitivity:
+) -> sens_lib.Sensitivity:
     """Measure the sensitivity on the search split the dense model did not train on."""
     dataset = job.dataset or meta.get("dataset") or job.default_dataset
     data = None
@@ -163,7 +140,7 @@ def _compute(
         data = _search_split(dataset, job, meta, reporter)
         if job.images is not None and job.images > len(data):
             reporter.note(f"the search split has {len(data)} images; using all of them")
-    provenance = Provenance(arch, dataset, file_sha256(ckpt_path))
+    provenance = sens_lib.Provenance(arch, dataset, file_sha256(ckpt_path))
     return measure_sensitivity(job, model, space, data, provenance, reporter)
 
 
@@ -172,18 +149,18 @@ def measure_sensitivity(
     model: torch.nn.Module,
     space: PruningSpace,
     data: Data | ScoreFn | None,
-    provenance: Provenance,
+    provenance: sens_lib.Provenance,
     reporter: Reporter = SILENT,
-) -> Sensitivity:
+) -> sens_lib.Sensitivity:
     """The sensitivity of ``model``'s units once the inputs are resolved (the CLI and
     :func:`autoprune.sensitivity` share it): ``data`` is the search split (a Dataset or an
     (images, labels) pair), a ``score_fn(model) -> float`` (higher is better), or None for
     bn-gamma; ``job`` gives the method, unit, seeds, images, device and threads."""
     device = resolve_device(job.device)
-    perturbation = Perturbation(job.method, seeds=job.seeds, sigmas=tuple(job.sigmas))
+    perturbation = sens_lib.Perturbation(job.method, seeds=job.seeds, sigmas=tuple(job.sigmas))
     with torch_threads(job.threads):
         if callable(data) and not isinstance(data, Dataset):
-            return compute_sensitivity_scored(
+            return sens_lib.compute_sensitivity_scored(
                 model,
                 space,
                 data,
@@ -193,25 +170,31 @@ def measure_sensitivity(
                 provenance=provenance,
                 reporter=reporter,
             )
-        return compute_sensitivity(
+        return sens_lib.compute_sensitivity(
             model,
             space,
             data,
             unit=job.unit,
             perturbation=perturbation,
-            images=Images(count=job.images, chunk=job.chunk_size, max_memory=job.max_memory),
-            adaptive=Adaptive(target=job.adaptive_target) if job.adaptive else False,
-            execution=Execution.plain(device=device) if job.exact else Execution(device=device),
+            images=sens_lib.Images(count=job.images, chunk=job.chunk_size, max_memory=job.max_memory),
+            adaptive=sens_lib.Adaptive(target=job.adaptive_target) if job.adaptive else False,
+            execution=sens_lib.Execution.plain(device=device)
+            if job.exact
+            else sens_lib.Execution(device=device),
             provenance=provenance,
             reporter=reporter,
         )
 
 
 def _depth_plan(
-    job: SensitivityJob, space: PruningSpace, sens: Sensitivity, out: Path, result: SensitivityJobResult
+    job: SensitivityJob,
+    space: PruningSpace,
+    sens: sens_lib.Sensitivity,
+    out: Path,
+    result: SensitivityJobResult,
 ) -> None:
     """The depth Plan (removed blocks) of ``sens``, saved, with its cost, into ``result``."""
-    plan = depth_plan(space, sens, tau=job.tau, k=job.remove_k)
+    plan = sens_lib.depth_plan(space, sens, tau=job.tau, k=job.remove_k)
     result.plan = plan
     result.plan_path = plan.save(job.plan_out or out.with_name(out.stem + ".plan.json"))
     cost = CostModel(space)
