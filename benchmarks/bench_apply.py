@@ -35,7 +35,7 @@ from autoprune.surgery import apply_plan
 
 
 def timed(fn, repeats: int, warmup: int = 2) -> tuple[float, float]:
-    """(median, minimum) wall time of ``fn`` in seconds."""
+    """(median, minimum) wall time of ``fn`` in seconds (also bench_kernels' timing loop)."""
     for _ in range(warmup):
         fn()
     times = []

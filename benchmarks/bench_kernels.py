@@ -20,14 +20,13 @@ import importlib
 import importlib.util
 import os
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
 import torch
 from _timing import time_cuda
+from bench_apply import timed
 
 from autoprune import create_model, kernels
 from autoprune.executor import MaskedExecutor
@@ -56,16 +55,10 @@ def time_cpu(fn: Callable[[], object], repeats: int, warmup: int = 2) -> tuple[f
     """Median and minimum wall time of ``fn`` in milliseconds.
 
     The minimum is the better estimate on a machine shared with other work, the median
-    on a quiet one; both are printed.
+    on a quiet one; both are printed. The timing loop is bench_apply's :func:`timed`.
     """
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3, min(times) * 1e3
+    median, least = timed(fn, repeats, warmup)
+    return median * 1e3, least * 1e3
 
 
 @dataclass

@@ -25,10 +25,11 @@ from autoprune.budget import project_to_budget
 from autoprune.checkpoint import load_model
 from autoprune.data import DEBIAN_FASHION_MNIST, EvalBatches, load_dataset
 from autoprune.jobs import SearchConfig, run_search, train_dense
+from autoprune.jobs.sensitivity import SensitivityJob, measure_sensitivity
 from autoprune.prior import uniform_preferences
 from autoprune.search.proxies import RecalProxy
 from autoprune.search_spaces import space_for
-from autoprune.sensitivity import Perturbation, Provenance, compute_sensitivity
+from autoprune.sensitivity import Provenance
 
 FLOPS = 0.5
 
@@ -45,14 +46,8 @@ def bench(dataset: str, trials: int, dense_epochs: int, work: Path, batch: int, 
     space = space_for(model, "resnet20", ckpt.meta["input_size"], ckpt.meta["num_classes"])
     splits = load_dataset(dataset, input_size=ckpt.meta["input_size"])
     start = time.perf_counter()
-    sens = compute_sensitivity(
-        model,
-        space,
-        splits.search,
-        unit="group",
-        perturbation=Perturbation("sr-init", seeds=3),
-        provenance=Provenance(arch="resnet20"),
-    )
+    job = SensitivityJob(unit="group", device="cpu")  # SR-init, 3 seeds, every search image
+    sens = measure_sensitivity(job, model, space, splits.search, Provenance(arch="resnet20"))
     sens_path = sens.save(work / f"{dataset}-sens.json")
     rows.append(f"{dataset}: SR-init group sensitivity {time.perf_counter() - start:.0f} s")
 

@@ -37,10 +37,11 @@ from autoprune.checkpoint import file_sha256, load_model, save_checkpoint
 from autoprune.data import DataSplits, EvalBatches, load_dataset
 from autoprune.evaluation import evaluate
 from autoprune.flops import measured_macs
+from autoprune.jobs.sensitivity import SensitivityJob, measure_sensitivity
 from autoprune.plan import Plan
 from autoprune.prior import EPSILON, preferences_from_sensitivity
 from autoprune.search_spaces import space_for
-from autoprune.sensitivity import Images, Perturbation, Provenance, compute_sensitivity, load_sensitivity
+from autoprune.sensitivity import Provenance, load_sensitivity
 from autoprune.space import PruningSpace
 from autoprune.surgery import apply_plan
 from autoprune.train import TrainConfig, train
@@ -143,15 +144,8 @@ def prepare(arch: str, scale: Scale) -> Bench:
     sens_path = CACHE / f"{stem}-sens{scale.sens_images}.json"
     if not sens_path.is_file():
         start = time.perf_counter()
-        sens = compute_sensitivity(
-            model,
-            space,
-            full.search,
-            unit="group",
-            perturbation=Perturbation("sr-init", seeds=3),
-            images=Images(count=scale.sens_images),
-            provenance=Provenance(arch, DATASET, sha),
-        )
+        job = SensitivityJob(unit="group", images=scale.sens_images, device="cpu")  # SR-init, 3 seeds
+        sens = measure_sensitivity(job, model, space, full.search, Provenance(arch, DATASET, sha))
         sens.save(sens_path)
         log(
             f"{arch}: SR-init group sensitivity, 3 seeds, {scale.sens_images} images "
