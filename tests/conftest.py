@@ -89,3 +89,18 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
             elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
                 m.bias.uniform_(-0.1, 0.1, generator=g)
     return model
+
+
+@pytest.fixture(scope="session")
+def resnet20_latency():
+    """(model, latency table, space) of a random-init resnet20: a small table (batch 2, one
+    thread, 2 rounds, 3 grid points per axis) timed once per session."""
+    import autoprune
+    from autoprune.latency import build_latency_table
+    from autoprune.space import PruningSpace
+
+    torch.manual_seed(0)
+    model = autoprune.create_model("resnet20", 10, 32).eval()
+    table = build_latency_table(model, 32, arch="resnet20", batch_size=2, threads=1, rounds=2, max_points=3)
+    space = PruningSpace.from_model(model, torch.zeros(1, 3, 32, 32), arch="resnet20")
+    return model, table, space

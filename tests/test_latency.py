@@ -9,27 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-import autoprune
 from autoprune.budget import Budget, project_to_budget
 from autoprune.errors import AutopruneError
 from autoprune.latency import (
     LatencyModel,
     LatencyTable,
-    build_latency_table,
     detect_stair,
     with_table_rounding,
 )
 from autoprune.prior import uniform_preferences
-from autoprune.space import PruningSpace
 
 
 @pytest.fixture(scope="module")
-def resnet20():
-    torch.manual_seed(0)
-    model = autoprune.create_model("resnet20", 10, 32).eval()
-    table = build_latency_table(model, 32, arch="resnet20", batch_size=2, threads=1, rounds=2, max_points=3)
-    space = PruningSpace.from_model(model, torch.zeros(1, 3, 32, 32), arch="resnet20")
-    return model, table, space
+def resnet20(resnet20_latency):
+    return resnet20_latency
 
 
 def test_json_round_trip(resnet20, tmp_path):

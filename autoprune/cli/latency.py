@@ -20,6 +20,12 @@ from autoprune.cli.options import arch_option, choice_option, count_option, file
 @count_option("--batch-size", 1)
 @threads_option
 @count_option("--rounds", 5, "Timing rounds per grid point (minimum kept).")
+@count_option(
+    "--fit-plans",
+    8,
+    "Whole pruned networks timed to fit the table (a scale per layer kind and a remainder); 0: no fit.",
+    minimum=0,
+)
 @file_option("--out", required=True, help="Table JSON.")
 def latency_table(out, **options):
     """Build a latency table: each conv/linear layer (with its BN and activation) timed on a
@@ -36,4 +42,10 @@ def latency_table(out, **options):
         f"dense {table.dense_ms:.2f} ms, remainder {table.remainder_ms:.2f} ms, "
         f"output stairs {stairs}"
     )
+    if table.fit is not None:
+        fit = table.fit
+        stdout.print(
+            f"fitted to {fit.plans} whole networks: median error on them "
+            f"{fit.error_before:.1%} -> {fit.error_after:.1%}"
+        )
     stdout.print(f"saved {out} ({table.describe()})")

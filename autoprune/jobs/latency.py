@@ -17,9 +17,19 @@ import torch
 from autoprune.checkpoint import load_model
 from autoprune.errors import AutopruneError
 from autoprune.jobs.paths import check_writable_file, removed_on_failure
-from autoprune.latency import ROUNDS, LatencyTable, build_latency_table, check_runtime, device_name
+from autoprune.latency import (
+    FIT_PLANS,
+    ROUNDS,
+    LatencyTable,
+    build_latency_table,
+    check_runtime,
+    device_name,
+    fit_table,
+    with_table_rounding,
+)
 from autoprune.models import create_model
 from autoprune.progress import SILENT, Reporter
+from autoprune.search_spaces import space_for
 
 LATENCY_TABLE = "latency_table.json"
 
@@ -36,15 +46,19 @@ def latency_table_job(
     batch_size: int = 1,
     threads: int | None = None,
     rounds: int = ROUNDS,
+    fit_plans: int = FIT_PLANS,
     trust_code: bool = False,
 ) -> LatencyTable:
     """Time every prunable layer of ``arch`` (the checkpoint's model, else a fresh one) on
-    ``device`` and save the table to ``out``; nothing is written on failure."""
+    ``device``, fit the table to ``fit_plans`` whole pruned networks (0: no fit), and save it
+    to ``out``; nothing is written on failure."""
     check_runtime(runtime)
     check_writable_file(out, "--out")
+    if fit_plans == 1:
+        raise AutopruneError("--fit-plans must be 0 (no fit) or at least 2")
     if checkpoint is not None:
         model, ckpt = load_model(checkpoint, arch=arch, trust_code=trust_code)
-        input_size = ckpt.meta["input_size"]
+        input_size, num_classes = ckpt.meta["input_size"], ckpt.meta["num_classes"]
     else:
         model = create_model(arch, num_classes, input_size)
     table = build_latency_table(
@@ -57,9 +71,21 @@ def latency_table_job(
         runtime=runtime,
         rounds=rounds,
     )
+    table = fitted(table, model, num_classes, fit_plans)
     with removed_on_failure(out):
         table.save(out)
     return table
+
+
+def fitted(
+    table: LatencyTable, model: torch.nn.Module, num_classes: int, plans: int = FIT_PLANS
+) -> LatencyTable:
+    """``table`` fitted to whole networks (:func:`~autoprune.latency.fit_table`) pruned by plans
+    of the space a search of this model uses (the table's rounding); ``plans`` 0: as it is."""
+    if not plans:
+        return table
+    space = with_table_rounding(space_for(model, table.arch, table.input_size, num_classes), table)
+    return fit_table(table, model, space, plans=plans)
 
 
 def _differences(table: LatencyTable, want: dict[str, object]) -> list[str]:
@@ -78,6 +104,7 @@ def search_latency_table(
     model: torch.nn.Module,
     arch: str,
     input_size: int,
+    num_classes: int,
     run_dir: Path,
     *,
     given: str | os.PathLike | None,
@@ -114,6 +141,7 @@ def search_latency_table(
         reporter.note(f"rebuilding the cached latency table {path}: it had {', '.join(differ)}")
     reporter.note(f"timing the model's layers for a latency table (-> {path})")
     table = build_latency_table(model, input_size, arch=arch, device=device, batch_size=batch_size)
+    table = fitted(table, model, num_classes)
     with removed_on_failure(path):
         table.save(path)
     return table, path

@@ -21,6 +21,8 @@
 * :class:`LatencyModel`: the predicted latency of many plans at once, like
   :class:`autoprune.cost.CostModel`: a layer's in-width is its input groups' channels, its
   out-width its output groups', read from the space's resolved layers.
+* :func:`fit_table`: the table fitted to whole pruned networks timed end to end (a scale per
+  layer kind and a remainder, :class:`LatencyFit`); a fitted table predicts with the fit.
 * :func:`table_round_to`: per group, the channel multiple the table's stairs prefer.
 """
 
@@ -32,6 +34,7 @@ from autoprune.latency.build import (
     SCAN_STEP,
     build_latency_table,
 )
+from autoprune.latency.fit import FIT_PLANS, fit_table
 from autoprune.latency.measure import (
     FLATNESS,
     INNER,
@@ -44,13 +47,15 @@ from autoprune.latency.measure import (
     latency_ms,
 )
 from autoprune.latency.model import LatencyModel, table_round_to, with_table_rounding
-from autoprune.latency.table import FORMAT, LatencyTable, ShapeTiming
+from autoprune.latency.table import FORMAT, KINDS, LatencyFit, LatencyTable, ShapeTiming
 
 __all__ = [
     "CALIBRATION_ROUNDS_FACTOR",
+    "FIT_PLANS",
     "FLATNESS",
     "FORMAT",
     "INNER",
+    "KINDS",
     "MAX_POINTS",
     "ROUNDS",
     "RUNTIMES",
@@ -58,6 +63,7 @@ __all__ = [
     "SCAN_ROUNDS_FACTOR",
     "SCAN_STEP",
     "STAIRS",
+    "LatencyFit",
     "LatencyModel",
     "LatencyTable",
     "ShapeTiming",
@@ -65,6 +71,7 @@ __all__ = [
     "check_runtime",
     "detect_stair",
     "device_name",
+    "fit_table",
     "latency_ms",
     "table_round_to",
     "with_table_rounding",

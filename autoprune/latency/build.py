@@ -210,12 +210,10 @@ def _calibrate(
 ) -> tuple[float, dict[str, float]]:
     """The dense model and every dense layer shape timed in turn, in the same rounds (so the
     remainder, dense minus layers, compares times taken under the same machine load)."""
-    x = torch.randn(runner.batch, 3, input_size, input_size, generator=runner.gen).to(runner.device)
-    if runner.device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
     keys = list(unique)
-    cases = [(model, x)] + [runner.build(unique[k], unique[k]["cin"], unique[k]["cout"]) for k in keys]
+    cases = [runner.whole(model, input_size)] + [
+        runner.build(unique[k], unique[k]["cin"], unique[k]["cout"]) for k in keys
+    ]
     times = runner.time(cases, CALIBRATION_ROUNDS_FACTOR)
     return times[0], dict(zip(keys, times[1:], strict=True))
 

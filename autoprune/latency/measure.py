@@ -154,6 +154,16 @@ class Runner:
             x = x.contiguous(memory_format=torch.channels_last)
         return module, x
 
+    def whole(self, model: nn.Module, input_size: int) -> tuple[nn.Module, torch.Tensor]:
+        """A whole network and a random input batch, as :meth:`time` takes them (channels_last
+        on the CPU, as the layers are timed)."""
+        x = torch.randn(self.batch, 3, input_size, input_size, generator=self.gen).to(self.device)
+        model = model.to(self.device).eval()
+        if self.device.type == "cpu":
+            model = model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        return model, x
+
     @torch.inference_mode()
     def time(self, cases: list[tuple[nn.Module, torch.Tensor]], factor: int = 1) -> list[float]:
         """Minimum ms of each case over ``factor * rounds`` rounds, the cases taken in turn each round."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from autoprune.errors import AutopruneError
-from autoprune.latency.table import LatencyTable
+from autoprune.latency.table import KINDS, LatencyTable
 
 if TYPE_CHECKING:
     from autoprune.space import PruningSpace
@@ -78,10 +78,11 @@ class LatencyModel:
         self.remainder_ms = table.remainder_ms
         self.dense_ms = float(self.latency_ms(space.max_counts)[0])
 
-    def latency_ms(self, channels: np.ndarray, removed: np.ndarray | None = None) -> np.ndarray:
-        """Predicted ms per plan (float64, shape (n_plans,))."""
+    def kind_ms(self, channels: np.ndarray, removed: np.ndarray | None = None) -> np.ndarray:
+        """The table's layer times of each plan summed per layer kind, unscaled: (n_plans,
+        len(KINDS)), in :data:`~autoprune.latency.table.KINDS` order."""
         n = np.atleast_2d(np.asarray(channels, dtype=np.float64))
-        total = np.full(len(n), self.remainder_ms)
+        out = np.zeros((len(n), len(KINDS)))
         dead_any = removed is not None and np.asarray(removed).any()
         for shape, a_in, c_in, a_out, c_out, blocks in self._groups:
             w_in = np.einsum("pg,ge->pe", n, a_in) + c_in
@@ -90,8 +91,18 @@ class LatencyModel:
             if dead_any:
                 rm = np.atleast_2d(np.asarray(removed, dtype=np.float64))
                 t = np.where(np.einsum("pb,be->pe", rm, blocks) > 0, 0.0, t)
-            total += self.table.layer_scale * t.sum(axis=1)
-        return total
+            out[:, KINDS.index(shape.spec["kind"])] += t.sum(axis=1)
+        return out
+
+    def latency_ms(self, channels: np.ndarray, removed: np.ndarray | None = None) -> np.ndarray:
+        """Predicted ms per plan (float64, shape (n_plans,)): with the table's whole-network fit
+        (:mod:`autoprune.latency.fit`), its remainder plus each kind's layers times its scale;
+        without one, the measured remainder plus the layers times ``layer_scale``."""
+        per_kind = self.kind_ms(channels, removed)
+        fit = self.table.fit
+        if fit is None:
+            return self.remainder_ms + self.table.layer_scale * per_kind.sum(axis=1)
+        return fit.remainder_ms + per_kind @ np.array([fit.scale.get(k, 1.0) for k in KINDS])
 
     def ratio(self, channels: np.ndarray, removed: np.ndarray | None = None) -> np.ndarray:
         """Predicted latency as a fraction of the dense model's."""

@@ -15,6 +15,8 @@ from autoprune.errors import AutopruneError
 from autoprune.latency.measure import device_name
 
 FORMAT = "autoprune.latency_table/1"
+KINDS = ("conv1x1", "convkxk", "depthwise", "linear")
+"""The layer kinds a table times (a layer spec's ``kind``)."""
 
 
 # -- the table -----------------------------------------------------------------------
@@ -91,6 +93,44 @@ def _bracket(grid: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return lo, hi, frac
 
 
+@dataclass(frozen=True)
+class LatencyFit:
+    """A table's whole-network fit (:mod:`autoprune.latency.fit`): predicted ms = ``remainder_ms``
+    + Σ ``scale[kind]`` × that kind's layer times; ``measured_ms`` of the ``plans`` timed networks
+    (the dense one first) and the median relative error on them before and after the fit."""
+
+    scale: dict[str, float]
+    remainder_ms: float
+    plans: int
+    measured_ms: tuple[float, ...] = ()
+    error_before: float | None = None
+    error_after: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scale": {k: round(v, 6) for k, v in self.scale.items()},
+            "remainder_ms": round(self.remainder_ms, 5),
+            "plans": self.plans,
+            "measured_ms": [round(m, 5) for m in self.measured_ms],
+            "error_before": None if self.error_before is None else round(self.error_before, 5),
+            "error_after": None if self.error_after is None else round(self.error_after, 5),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LatencyFit:
+        scale = {str(k): float(v) for k, v in d["scale"].items()}
+        if any(k not in KINDS or not v >= 0 for k, v in scale.items()) or not float(d["remainder_ms"]) >= 0:
+            raise ValueError("a fit's scales and remainder must be non-negative, per known layer kind")
+        return cls(
+            scale,
+            float(d["remainder_ms"]),
+            int(d["plans"]),
+            tuple(float(m) for m in d.get("measured_ms", ())),
+            None if d.get("error_before") is None else float(d["error_before"]),
+            None if d.get("error_after") is None else float(d["error_after"]),
+        )
+
+
 @dataclass
 class LatencyTable:
     """Per-layer latency grids of one model on one device and runtime (see the module docstring)."""
@@ -113,6 +153,9 @@ class LatencyTable:
     """Applied to every layer time when the layers alone exceeded the dense latency (then the
     remainder is 0 and the dense prediction still equals the measured dense latency)."""
     build_s: float = 0.0
+    fit: LatencyFit | None = None
+    """The whole-network fit, when one was measured; it then replaces ``layer_scale`` and
+    ``remainder_ms`` in predictions."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     # -- json ---------------------------------------------------------------------
@@ -136,6 +179,7 @@ class LatencyTable:
             "build_s": round(self.build_s, 2),
             "layers": self.layers,
             "shapes": {k: s.to_dict() for k, s in self.shapes.items()},
+            "fit": None if self.fit is None else self.fit.to_dict(),
         }
 
     @classmethod
@@ -161,6 +205,7 @@ class LatencyTable:
                 layers=[{"name": str(e["name"]), "shape": str(e["shape"])} for e in d["layers"]],
                 shapes={k: ShapeTiming.from_dict(v) for k, v in d["shapes"].items()},
                 build_s=float(d.get("build_s", 0.0)),
+                fit=None if d.get("fit") is None else LatencyFit.from_dict(d["fit"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise AutopruneError(f"{source} is malformed ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,107 @@
+"""The whole-network fit of a latency table (autoprune.latency.fit)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from scipy.optimize import nnls
+
+from autoprune.budget import project_to_budget
+from autoprune.errors import AutopruneError
+from autoprune.latency import KINDS, LatencyModel, LatencyTable, fit_table
+from autoprune.latency import fit as fit_module
+from autoprune.latency.fit import MIN_SHARE, fit_plans, nonnegative_least_squares
+from autoprune.prior import uniform_preferences
+
+
+@pytest.fixture(scope="module")
+def resnet20(resnet20_latency):
+    return resnet20_latency
+
+
+def test_nonnegative_least_squares_matches_scipy():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a = rng.normal(size=(9, 4))
+        b = rng.normal(size=9)
+        mine, theirs = nonnegative_least_squares(a, b), nnls(a, b)[0]
+        assert np.all(mine >= 0)
+        assert np.linalg.norm(a @ mine - b) == pytest.approx(np.linalg.norm(a @ theirs - b), abs=1e-9)
+
+
+def test_fit_plans_start_dense_and_are_distinct(resnet20):
+    _, _, space = resnet20
+    plans = fit_plans(space, 8)
+    assert np.array_equal(plans[0], space.max_counts)
+    assert len(np.unique(plans, axis=0)) == len(plans) >= 6
+    assert np.all(plans <= space.max_counts) and np.all(plans >= space.min_counts)
+
+
+def test_the_fit_recovers_known_scales_and_remainder(resnet20, monkeypatch):
+    """Whole networks that take 1.7 x their 3x3 convs + 0.4 x their 1x1 convs (when those have
+    enough of the layer time to be fitted) + 2.5 ms: the fit finds the 3x3 scale (the 1x1 convs,
+    two shortcuts, may be nearly constant over the plans and blend with the remainder) and the
+    fitted model predicts other plans within 2 %."""
+    model, table, space = resnet20
+    unfitted = LatencyModel(space, table)
+    dense = unfitted.kind_ms(space.max_counts)[0]
+    free = {k for k, ms in zip(KINDS, dense, strict=True) if ms >= MIN_SHARE * dense.sum()}
+    assert "convkxk" in free and "linear" not in free and "depthwise" not in free
+    truth = {k: {"convkxk": 1.7, "conv1x1": 0.4}.get(k, 1.0) if k in free else 1.0 for k in KINDS}
+
+    def fake_time(table, model, space, channels, rounds):
+        return 2.5 + unfitted.kind_ms(channels) @ np.array([truth[k] for k in KINDS])
+
+    monkeypatch.setattr(fit_module, "_time_plans", fake_time)
+    fitted = fit_table(table, model, space)
+    fit = fitted.fit
+    assert fit.scale["convkxk"] == pytest.approx(1.7, rel=0.05) and fit.error_after < 0.01
+    assert all(fit.scale[k] == 1.0 for k in KINDS if k not in free)
+    others = space.channels_from_ratios(np.random.default_rng(5).uniform(0.3, 1, (6, len(space.groups))))
+    np.testing.assert_allclose(
+        LatencyModel(space, fitted).latency_ms(others), fake_time(None, None, None, others, 0), rtol=0.02
+    )
+
+
+def test_a_fitted_table_round_trips_and_stays_monotone(resnet20, tmp_path):
+    model, table, space = resnet20
+    fitted = fit_table(table, model, space, plans=4, rounds=1)
+    fit = fitted.fit
+    assert fit.plans == len(fit.measured_ms) >= 4 and all(m > 0 for m in fit.measured_ms)
+    assert all(s >= 0 for s in fit.scale.values()) and fit.remainder_ms >= 0
+    again = LatencyTable.load(fitted.save(tmp_path / "lut.json"))
+    assert again.to_dict() == fitted.to_dict() and again.fit == replace(
+        fit,
+        measured_ms=tuple(round(m, 5) for m in fit.measured_ms),
+        error_before=round(fit.error_before, 5),
+        error_after=round(fit.error_after, 5),
+        scale={k: round(v, 6) for k, v in fit.scale.items()},
+        remainder_ms=round(fit.remainder_ms, 5),
+    )
+    lm = LatencyModel(space, again)
+    per_kind = lm.kind_ms(fit_plans(space, 4))
+    expected = again.fit.remainder_ms + per_kind @ np.array([again.fit.scale[k] for k in KINDS])
+    np.testing.assert_array_equal(lm.latency_ms(fit_plans(space, 4)), expected)
+    full = space.max_counts
+    for gi in range(len(space.groups)):  # one group narrower: never slower
+        smaller = full.copy()
+        smaller[gi] = space.groups[gi].min_keep
+        assert lm.latency_ms(smaller)[0] <= lm.latency_ms(full)[0]
+    budget = float(1 + lm.ratio(space.channels_from_ratios(np.full((1, len(space.groups)), 0.3)))[0]) / 2
+    projected = project_to_budget(
+        space, uniform_preferences(len(space.groups)), latency=budget, latency_model=lm
+    )
+    assert projected.latency_ratio <= budget
+
+
+def test_a_fit_with_a_negative_or_unknown_scale_is_refused(resnet20):
+    _, table, space = resnet20
+    data = replace(table, fit=None).to_dict()
+    data["fit"] = {"scale": {"convkxk": -1.0}, "remainder_ms": 0.0, "plans": 3}
+    with pytest.raises(AutopruneError, match="non-negative"):
+        LatencyTable.from_dict(data)
+    data["fit"] = {"scale": {"attention": 1.0}, "remainder_ms": 0.0, "plans": 3}
+    with pytest.raises(AutopruneError, match="malformed"):
+        LatencyTable.from_dict(data)
