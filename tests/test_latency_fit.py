@@ -10,7 +10,7 @@ from scipy.optimize import nnls
 
 from autoprune.budget import project_to_budget
 from autoprune.errors import AutopruneError
-from autoprune.latency import KINDS, LatencyModel, LatencyTable, fit_table
+from autoprune.latency import KINDS, LatencyModel, LatencyTable, allocator, fit_table
 from autoprune.latency import fit as fit_module
 from autoprune.latency.fit import MIN_SHARE, fit_plans, nonnegative_least_squares
 from autoprune.prior import uniform_preferences
@@ -105,3 +105,16 @@ def test_a_fit_with_a_negative_or_unknown_scale_is_refused(resnet20):
     data["fit"] = {"scale": {"attention": 1.0}, "remainder_ms": 0.0, "plans": 3}
     with pytest.raises(AutopruneError, match="malformed"):
         LatencyTable.from_dict(data)
+
+
+def test_a_table_made_with_another_allocator_is_refused(resnet20, monkeypatch):
+    _, table, _ = resnet20
+    assert table.versions["allocator"] == allocator()  # as this process runs
+    table.check_target("cpu")
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+    with pytest.raises(AutopruneError, match="allocator"):
+        table.check_target("cpu")
+    table.check_target("cpu", force=True)
+    monkeypatch.delenv("LD_PRELOAD")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "33554432")
+    assert "MALLOC_MMAP_THRESHOLD_=33554432" in allocator()

@@ -21,6 +21,7 @@ from autoprune.latency import (
     FIT_PLANS,
     ROUNDS,
     LatencyTable,
+    allocator,
     build_latency_table,
     check_runtime,
     device_name,
@@ -96,8 +97,9 @@ def _differences(table: LatencyTable, want: dict[str, object]) -> list[str]:
         "batch size": table.batch_size,
         "arch": table.arch,
         "input size": table.input_size,
+        "allocator": table.versions.get("allocator"),
     }
-    return [f"{k} {have[k]!r} (not {v!r})" for k, v in want.items() if have[k] != v]
+    return [f"{k} {have[k]!r} (not {v!r})" for k, v in want.items() if have[k] not in (v, None)]
 
 
 def search_latency_table(
@@ -126,6 +128,7 @@ def search_latency_table(
         "batch size": batch_size,
         "arch": arch,
         "input size": input_size,
+        **({"allocator": allocator()} if device.type == "cpu" else {}),
     }
     if path.is_file():
         table = LatencyTable.load(path)

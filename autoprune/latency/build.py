@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from autoprune.errors import AutopruneError
-from autoprune.latency.measure import ROUNDS, Runner, check_runtime, detect_stair, device_name
+from autoprune.latency.measure import ROUNDS, Runner, allocator, check_runtime, detect_stair, device_name
 from autoprune.latency.table import LatencyTable, ShapeTiming
 
 MAX_POINTS = 5
@@ -156,6 +156,8 @@ def build_latency_table(
     layers = [{"name": name, "shape": _spec_key(spec)} for name, spec in specs]
     layer_sum = sum(shapes[e["shape"]].dense_ms for e in layers)
     versions = {"torch": torch.__version__}
+    if device.type == "cpu":
+        versions["allocator"] = allocator()
     if device.type == "cuda":
         versions["cuda"] = str(torch.version.cuda)
     return LatencyTable(

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from autoprune.errors import AutopruneError
-from autoprune.latency.measure import device_name
+from autoprune.latency.measure import allocator, device_name
 
 FORMAT = "autoprune.latency_table/1"
 KINDS = ("conv1x1", "convkxk", "depthwise", "linear")
@@ -237,9 +237,17 @@ class LatencyTable:
                 f"the latency table was measured on {self.device_name!r} with {self.runtime}, not on "
                 f"{here!r} with {runtime}; build one here (autoprune latency-table) or pass --force"
             )
+        made_with, now = self.versions.get("allocator"), allocator()
+        if torch.device(device).type == "cpu" and made_with not in (None, now):
+            raise AutopruneError(
+                f"the latency table was measured with the {made_with!r} memory allocator, this process "
+                f"runs {now!r} (it changes CPU latency); build one here or pass --force"
+            )
 
     def describe(self) -> str:
         return (
             f"{self.arch} at {self.input_size}px on {self.device_name} ({self.device}, {self.runtime}, "
-            f"{self.threads} thread(s), batch {self.batch_size}), {self.date}"
+            f"{self.threads} thread(s), batch {self.batch_size}"
+            + (f", {self.versions['allocator']} allocator" if "allocator" in self.versions else "")
+            + f"), {self.date}"
         )
