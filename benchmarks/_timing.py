@@ -1,8 +1,9 @@
-"""Timing shared by the benchmark scripts (``bench_kernels.py``, ``gpu_check.py``)."""
+"""Timing shared by the benchmark scripts (bench_apply, bench_kernels, bench_latency, gpu_check)."""
 
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
 
 import torch
@@ -22,3 +23,32 @@ def time_cuda(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end))
     return statistics.median(times)
+
+
+def timed(fn, repeats: int, warmup: int = 2) -> tuple[float, float]:
+    """(median, minimum) wall time of ``fn`` in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), min(times)
+
+
+@torch.inference_mode()
+def paired_latency(
+    a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor, repeats: int
+) -> tuple[list[float], list[float]]:
+    """Every run's seconds of ``a`` and of ``b``, timed alternately so both see the same load."""
+    a.eval(), b.eval()
+    for _ in range(2):
+        a(x), b(x)
+    ta, tb = [], []
+    for _ in range(repeats):
+        for model, times in ((a, ta), (b, tb)):
+            t = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t)
+    return ta, tb

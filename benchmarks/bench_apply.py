@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import time
 import warnings
 
 import numpy as np
 import torch
+from _timing import paired_latency, timed
 
 import autoprune
 from autoprune.budget import plan_cost
@@ -32,18 +32,6 @@ from autoprune.cost import CostModel
 from autoprune.flops import measured_macs
 from autoprune.space import PruningSpace
 from autoprune.surgery import apply_plan
-
-
-def timed(fn, repeats: int, warmup: int = 2) -> tuple[float, float]:
-    """(median, minimum) wall time of ``fn`` in seconds (also bench_kernels' timing loop)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), min(times)
 
 
 def uniform_for_flops(space: PruningSpace, target: float):
@@ -56,23 +44,6 @@ def uniform_for_flops(space: PruningSpace, target: float):
         flops = cost.flops(space.channels_from_ratios(np.full(len(space.groups), mid)))[0]
         lo, hi = (mid, hi) if flops <= target * dense else (lo, mid)
     return space.uniform(max(lo, 1e-3))
-
-
-@torch.inference_mode()
-def paired_latency(
-    a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor, repeats: int
-) -> tuple[float, float]:
-    """Median latencies of ``a`` and ``b``, timed alternately so both see the same machine load."""
-    a.eval(), b.eval()
-    for _ in range(2):
-        a(x), b(x)
-    ta, tb = [], []
-    for _ in range(repeats):
-        for model, times in ((a, ta), (b, tb)):
-            t = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t)
-    return ta, tb
 
 
 def bench_latency(name: str, target: float, repeats: int, round_to: int | None) -> dict:

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 import torch
-from _timing import time_cuda
-from bench_apply import timed
+from _timing import time_cuda, timed
 
 from autoprune import create_model, kernels
 from autoprune.executor import MaskedExecutor
@@ -55,7 +54,7 @@ def time_cpu(fn: Callable[[], object], repeats: int, warmup: int = 2) -> tuple[f
     """Median and minimum wall time of ``fn`` in milliseconds.
 
     The minimum is the better estimate on a machine shared with other work, the median
-    on a quiet one; both are printed. The timing loop is bench_apply's :func:`timed`.
+    on a quiet one; both are printed. The timing loop is _timing's :func:`timed`.
     """
     median, least = timed(fn, repeats, warmup)
     return median * 1e3, least * 1e3

@@ -28,6 +28,7 @@ import warnings
 
 import numpy as np
 import torch
+from _timing import paired_latency
 from scipy.stats import spearmanr
 
 import autoprune
@@ -39,21 +40,13 @@ from autoprune.space import PruningSpace
 from autoprune.surgery import apply_plan
 
 
-@torch.inference_mode()
 def paired_ratio(
     dense: torch.nn.Module, pruned: torch.nn.Module, x: torch.Tensor, rounds: int
 ) -> tuple[float, float]:
     """(ratio of minima, dense min ms) of pruned vs dense, timed alternately, channels_last."""
     a = dense.eval().to(memory_format=torch.channels_last)
     b = pruned.eval().to(memory_format=torch.channels_last)
-    x = x.contiguous(memory_format=torch.channels_last)
-    a(x), b(x)
-    ta, tb = [], []
-    for _ in range(rounds):
-        for model, times in ((a, ta), (b, tb)):
-            t = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t)
+    ta, tb = paired_latency(a, b, x.contiguous(memory_format=torch.channels_last), rounds)
     return min(tb) / min(ta), min(ta) * 1e3
 
 

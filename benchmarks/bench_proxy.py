@@ -42,20 +42,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from fmnist_bench import (
-    CACHE,
     Scale,
     autoprune_search,
     finetune,
     keep_vector,
     kendall,
     log,
-    machine,
     plan_key,
     prepare,
     prior_prefs,
     project,
     pruned_model,
     random_prefs,
+    run_archs,
     short_finetune_score,
     supernet_for,
     top_k_overlap,
@@ -287,19 +286,7 @@ def main() -> None:
     args.tpe_trials = args.tpe_trials or (20 if q else 40)
     args.short_steps = args.short_steps or (60 if q else 200)
     args.supernet_steps = args.supernet_steps or ([300] if q else [1000, 3000])
-    scale = Scale(train_images=6000, test_images=5000, ft_epochs=3) if q else Scale()
-    print(f"machine: {machine()}\nscale: {scale}\nargs: {vars(args)}", flush=True)
-    results = []
-    for arch in args.archs:
-        results.append(bench_arch(arch, scale, args))
-        report(results[-1], args, scale)
-    out = Path(args.out) if args.out else CACHE / f"bench_proxy{'-quick' if q else ''}.json"
-    out.write_text(
-        json.dumps(
-            {"machine": machine(), "scale": vars(scale), "args": vars(args), "results": results}, indent=1
-        )
-    )
-    log(f"wrote {out}")
+    run_archs(args, bench_arch, report, "bench_proxy", Path(args.out) if args.out else None)
 
 
 if __name__ == "__main__":

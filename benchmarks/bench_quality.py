@@ -38,27 +38,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 import traceback
 
+import fmnist_bench as fb
 import numpy as np
 import torch
-from fmnist_bench import (
-    CACHE,
-    Scale,
-    autoprune_search,
-    finetune,
-    log,
-    machine,
-    mean_std,
-    prepare,
-    prior_prefs,
-    project,
-    pruned_model,
-    random_prefs,
-    supernet_for,
-)
 
 from autoprune.evaluation import evaluate
 from autoprune.flops import measured_macs
@@ -116,7 +101,7 @@ def fastnas_model(bench, flops: float, search_seconds: list[float]):
         return evaluate(m, bench.search.batches).accuracy
 
     start = time.perf_counter()
-    ckpt = CACHE / f"fastnas-{bench.checkpoint.stem}-{flops}.pth"
+    ckpt = fb.CACHE / f"fastnas-{bench.checkpoint.stem}-{flops}.pth"
     ckpt.unlink(missing_ok=True)
     out = mtp.prune(
         model=model,
@@ -135,10 +120,10 @@ def fastnas_model(bench, flops: float, search_seconds: list[float]):
     return pruned, "fastnas"
 
 
-def bench_arch(arch: str, scale: Scale, args) -> dict:
-    bench = prepare(arch, scale)
-    log(f"{arch}: dense test top-1 {bench.dense_acc:.4f}")
-    dense_ft = [finetune(bench, bench.model, s)["acc"] for s in args.seeds]
+def bench_arch(arch: str, scale: fb.Scale, args) -> dict:
+    bench = fb.prepare(arch, scale)
+    fb.log(f"{arch}: dense test top-1 {bench.dense_acc:.4f}")
+    dense_ft = [fb.finetune(bench, bench.model, s)["acc"] for s in args.seeds]
     rows = [
         {
             "flops": 1.0,
@@ -149,7 +134,7 @@ def bench_arch(arch: str, scale: Scale, args) -> dict:
             "note": f"checkpoint {bench.dense_acc:.4f}",
         }
     ]
-    _, supernet_s, supernet_path = supernet_for(bench, args.supernet_steps)
+    _, supernet_s, supernet_path = fb.supernet_for(bench, args.supernet_steps)
     for flops in args.flops:
         rows += budget_rows(bench, flops, args, supernet_path, supernet_s)
     return {"arch": arch, "dense_acc": bench.dense_acc, "dense_macs": bench.dense_macs, "rows": rows}
@@ -161,7 +146,7 @@ def best_plan(bench, trial):
 
 
 def fixed_plan(bench, plan):
-    return lambda seed: (pruned_model(bench, plan), None)
+    return lambda seed: (fb.pruned_model(bench, plan), None)
 
 
 def reranked(bench, result, flops: float, args):
@@ -192,13 +177,13 @@ def budget_rows(bench, flops: float, args, supernet_path, supernet_s: float) -> 
     n = len(bench.space.groups)
 
     def planned(prefs):
-        return pruned_model(bench, project(bench, prefs, flops)), None
+        return fb.pruned_model(bench, fb.project(bench, prefs, flops)), None
 
     builders = {
         "(a) uniform": lambda s: planned(np.ones(n)),
-        "(b) sensitivity prior": lambda s: planned(prior_prefs(bench.deltas)),
+        "(b) sensitivity prior": lambda s: planned(fb.prior_prefs(bench.deltas)),
         "(c) Torch-Pruning global L1": lambda s: torch_pruning_model(bench, flops),
-        "(d) random plan": lambda s: planned(random_prefs(n, np.random.default_rng(100 + s))),
+        "(d) random plan": lambda s: planned(fb.random_prefs(n, np.random.default_rng(100 + s))),
     }
     rows = [
         run_row(bench, flops, row, build, args, fixed=row.startswith("(c)"))
@@ -215,7 +200,9 @@ def budget_rows(bench, flops: float, args, supernet_path, supernet_s: float) -> 
         ),
     }
     for row, (proxy, path, note) in searches.items():
-        result, seconds = autoprune_search(bench, flops, args.trials, seed=0, proxy=proxy, supernet_path=path)
+        result, seconds = fb.autoprune_search(
+            bench, flops, args.trials, seed=0, proxy=proxy, supernet_path=path
+        )
         plan = best_plan(bench, result.best)
         rows.append(
             run_row(bench, flops, row, fixed_plan(bench, plan), args, fixed=True, search_s=seconds, note=note)
@@ -258,7 +245,7 @@ def run_row(bench, flops, row, build, args, *, fixed=False, search_s=None, note=
             if model is None or not fixed:
                 model, extra = build(seed)
                 note = note or (extra or "")
-            r = finetune(bench, model, seed)
+            r = fb.finetune(bench, model, seed)
             accs.append(r["acc"])
             macs = r["macs"]
     except ImportError as exc:
@@ -269,7 +256,7 @@ def run_row(bench, flops, row, build, args, *, fixed=False, search_s=None, note=
     if isinstance(search_s, list):
         search_s = search_s[0] if search_s else None
     out = {"flops": flops, "row": row, "accs": accs, "macs": macs, "search_s": search_s, "note": note}
-    log(f"{bench.arch} FLOPs {flops} {row}: {mean_std(accs) if accs else '-'} {note}")
+    fb.log(f"{bench.arch} FLOPs {flops} {row}: {fb.mean_std(accs) if accs else '-'} {note}")
     return out
 
 
@@ -283,7 +270,7 @@ def report(result: dict, args) -> None:
     )
     print("|---|---|---|---|---|---|")
     for r in result["rows"]:
-        acc = f"{mean_std(r['accs'])} ({len(r['accs'])})" if r["accs"] else "–"
+        acc = f"{fb.mean_std(r['accs'])} ({len(r['accs'])})" if r["accs"] else "–"
         ratio = "–" if r["macs"] is None else f"{r['macs'] / result['dense_macs']:.3f}"
         s = "–" if r["search_s"] is None else f"{r['search_s']:.0f}"
         print(f"| {r['flops']} | {r['row']} | {acc} | {ratio} | {s} | {r['note']} |")
@@ -309,19 +296,7 @@ def main() -> None:
     args.seeds = args.seeds or ([0, 1] if q else [0, 1, 2])
     args.trials = args.trials or (20 if q else 60)
     args.supernet_steps = args.supernet_steps or (300 if q else 1000)
-    scale = Scale(train_images=6000, test_images=5000, ft_epochs=3) if q else Scale()
-    print(f"machine: {machine()}\nscale: {scale}\nargs: {vars(args)}", flush=True)
-    results = []
-    for arch in args.archs:
-        results.append(bench_arch(arch, scale, args))
-        report(results[-1], args)
-    out = CACHE / f"bench_quality{'-quick' if q else ''}.json"
-    out.write_text(
-        json.dumps(
-            {"machine": machine(), "scale": vars(scale), "args": vars(args), "results": results}, indent=1
-        )
-    )
-    log(f"wrote {out}")
+    fb.run_archs(args, bench_arch, lambda result, args, scale: report(result, args), "bench_quality")
 
 
 if __name__ == "__main__":

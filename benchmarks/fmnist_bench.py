@@ -382,3 +382,20 @@ def trial_plans(bench: Bench, result) -> list[tuple[float, Plan]]:
         ch = t.user_attrs["channels"]
         out.append((t.values[0], bench.space.plan_from_channels([ch[g.id] for g in bench.space.groups])))
     return out
+
+
+def run_archs(args, bench_arch, report, name: str, out: Path | None = None) -> None:
+    """The benchmarks' main loop: print the setup, bench and report each of ``args.archs`` and
+    write every result to ``out`` (default runs/bench/<name>[-quick].json)."""
+    import json
+
+    scale = Scale(train_images=6000, test_images=5000, ft_epochs=3) if args.quick else Scale()
+    print(f"machine: {machine()}\nscale: {scale}\nargs: {vars(args)}", flush=True)
+    results = []
+    for arch in args.archs:
+        results.append(bench_arch(arch, scale, args))
+        report(results[-1], args, scale)
+    out = out or CACHE / f"{name}{'-quick' if args.quick else ''}.json"
+    document = {"machine": machine(), "scale": vars(scale), "args": vars(args), "results": results}
+    out.write_text(json.dumps(document, indent=1))
+    log(f"wrote {out}")

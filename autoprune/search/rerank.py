@@ -37,6 +37,8 @@ RERANK_ATTR = "autoprune.rerank"
 MAX_TOP = 100
 RERANK_BATCH = 64
 """Batch size of the re-rank fine-tune on the CLI's training split."""
+RERANK_LR = 0.01
+"""Learning rate of the re-rank fine-tune (cosine-decayed over its steps, seed 0)."""
 
 
 @dataclass(frozen=True)
@@ -45,16 +47,12 @@ class Rerank:
 
     top: int = 0
     steps: int = 200
-    lr: float = 0.01
-    seed: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.top, bool) or not isinstance(self.top, int) or not 0 <= self.top <= MAX_TOP:
             raise AutopruneError(f"--rerank must be a whole number from 0 to {MAX_TOP}, got {self.top!r}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise AutopruneError(f"--rerank-steps must be a whole number >= 1, got {self.steps!r}")
-        if not self.lr > 0:
-            raise AutopruneError(f"the re-rank learning rate must be positive, got {self.lr!r}")
 
     @classmethod
     def of(cls, config: dict[str, Any]) -> Rerank:
@@ -127,7 +125,7 @@ def rerank_trials(
                 np.array([trial.user_attrs["channels"][g.id] for g in space.groups])
             )
             pruned = apply_plan(copy.deepcopy(model).cpu(), plan, criterion, space=space).model
-            finetune_steps(pruned, train, rerank.steps, lr=rerank.lr, seed=rerank.seed, device=device)
+            finetune_steps(pruned, train, rerank.steps, lr=RERANK_LR, device=device)
             with torch.no_grad():
                 scores[trial.number] = float(score(pruned))
             # re-read before writing: another process may have stored finalists of its own
