@@ -196,8 +196,15 @@ def _projection(
     lat = getattr(cost, "latency_model", None)
     ms = None if lat is None else float(lat.latency_ms(channels[None, :])[0])
     return Projection(
-        plan, alpha, f, p, f / cost.dense_flops, p / cost.dense_params, steps,
-        ms, None if lat is None else ms / lat.dense_ms,
+        plan,
+        alpha,
+        f,
+        p,
+        f / cost.dense_flops,
+        p / cost.dense_params,
+        steps,
+        ms,
+        None if lat is None else ms / lat.dense_ms,
     )
 
 

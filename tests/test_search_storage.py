@@ -67,7 +67,10 @@ def test_missing_postgres_driver_names_the_extra(tmp_path):
         ("postgresql+psycopg://alice:s%40cr%3At@h/db", "postgresql+psycopg://alice:***@h/db"),
         ("postgresql://alice:se@cr/et@h/db?sslmode=require", "postgresql://alice:***@h/db?sslmode=require"),
         ("redis://:secret@h:6379/0", "redis://:***@h:6379/0"),
-        ("postgresql://h/db?user=a&password=secret&sslmode=x", "postgresql://h/db?user=a&password=***&sslmode=x"),
+        (
+            "postgresql://h/db?user=a&password=secret&sslmode=x",
+            "postgresql://h/db?user=a&password=***&sslmode=x",
+        ),
         ("postgresql://h/db?PASSWORD=secret", "postgresql://h/db?PASSWORD=***"),
         ("postgresql://h/db?sslpassword=secret;user=a", "postgresql://h/db?sslpassword=***;user=a"),
         ("host=h user=alice password=secret dbname=db", "host=h user=alice password=*** dbname=db"),
