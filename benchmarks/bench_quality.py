@@ -44,43 +44,15 @@ import traceback
 import fmnist_bench as fb
 import numpy as np
 import torch
+from _peers import torch_pruning_at_flops
 
 from autoprune.evaluation import evaluate
-from autoprune.flops import measured_macs
 
 
 def torch_pruning_model(bench, flops: float):
     """Global L1-magnitude pruning with Torch-Pruning, ratio bisected onto the FLOPs budget."""
-    import torch_pruning as tp
-
-    x = bench.example()
-    target = flops * bench.dense_macs
-
-    def pruned(ratio: float):
-        m = copy.deepcopy(bench.model).eval()
-        last = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)][-1]
-        pruner = tp.pruner.MagnitudePruner(
-            m,
-            x,
-            importance=tp.importance.MagnitudeImportance(p=1),
-            pruning_ratio=ratio,
-            global_pruning=True,
-            ignored_layers=[last],
-        )
-        pruner.step()
-        return m, measured_macs(m, x)
-
-    lo, hi, best = 0.0, 0.95, None
-    for _ in range(14):
-        mid = (lo + hi) / 2
-        m, macs = pruned(mid)
-        if macs <= target:
-            hi, best = mid, (m, mid)
-        else:
-            lo = mid
-    if best is None:
-        raise RuntimeError(f"no pruning ratio up to {hi} meets FLOPs {flops}")
-    return best[0], f"ratio {best[1]:.3f}"
+    model, ratio = torch_pruning_at_flops(bench.model, bench.example(), flops, global_pruning=True)
+    return model, f"ratio {ratio:.3f}"
 
 
 RATIOS = tuple(round(0.05 * i, 2) for i in range(1, 21))
