@@ -3,6 +3,7 @@ projection under a latency budget, and the CLI command."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -150,8 +151,14 @@ def test_search_under_a_latency_budget_end_to_end(tmp_path, digits_checkpoint, r
     assert len(done) == 2 and all(
         t.user_attrs["latency_ratio"] <= 1 and t.user_attrs["flops_ratio"] <= 0.5 for t in done
     )
+    with open(run / "trials.csv", newline="") as f:
+        csv_ratios = {
+            int(r["trial"]): float(r["latency_ratio"]) for r in csv.DictReader(f) if r["state"] == "complete"
+        }
+    assert csv_ratios == {t.number: t.user_attrs["latency_ratio"] for t in done}
     best = json.loads((run / "best_trial.json").read_text())
     assert 0 < best["cost"]["latency_ratio"] <= 1 and best["cost"]["latency_ms"] > 0
+    assert table.fit is not None and table.fit.plans >= 2  # the search's cached table is fitted
     assert best["latency_table"]["sha256"] == stored["latency_table_sha256"]
     assert best["latency_table"]["path"].endswith("latency_table.json")
     assert "latency" in result.out and "predicted" in result.out

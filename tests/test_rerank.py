@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import csv
 import json
 from types import SimpleNamespace
 
@@ -91,6 +92,10 @@ def test_a_reranked_search_names_the_finalist_with_the_best_fine_tuned_top1(
     best = max(chosen, key=lambda t: scores[t.number])
     assert document["study"]["trial"] == best.number
     assert document["score"]["rerank"] == {"accuracy": scores[best.number], "steps": 3, "top": 2}
+    with open(tmp_path / "run" / "trials.csv", newline="") as f:
+        rows = {int(r["trial"]): r for r in csv.DictReader(f)}
+    assert {n: float(rows[n]["rerank_accuracy"]) for n in scores} == scores
+    assert all(r["rerank_accuracy"] == "" for n, r in rows.items() if n not in scores)
 
     # the stored score is reproduced by pruning, fine-tuning and scoring the plan by hand
     model, _ = load_model(digits_checkpoint)

@@ -117,13 +117,17 @@ def best_trial_document(
     return document
 
 
-def trials_table(study: optuna.Study, space: PruningSpace) -> str:
-    """One CSV row per finished or failed trial (not the surplus ones): score, cost and channels."""
+def trials_table(study: optuna.Study, space: PruningSpace, reranked: dict[int, float] | None = None) -> str:
+    """One CSV row per finished or failed trial (not the surplus ones): score, cost and channels;
+    ``latency_ratio`` (predicted) with a latency table, ``rerank_accuracy`` for the ``reranked``
+    finalists' fine-tuned scores."""
     ids = [g.id for g in space.groups]
+    reranked = reranked or {}
     out = io.StringIO()
     writer = csv.writer(out)
     # accuracy: a complete trial's score; partial_accuracy: where a pruned trial was stopped
-    header = ["trial", "state", "accuracy", "partial_accuracy", "flops_ratio", "params_ratio", "seconds"]
+    header = ["trial", "state", "accuracy", "partial_accuracy", "rerank_accuracy"]
+    header += ["flops_ratio", "params_ratio", "latency_ratio", "seconds"]
     writer.writerow([*header, *ids])
     for t in study.get_trials(deepcopy=False):
         if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) or is_surplus(t):
@@ -138,8 +142,10 @@ def trials_table(study: optuna.Study, space: PruningSpace) -> str:
                 t.state.name.lower(),
                 "" if pruned else value,
                 value if pruned else "",
+                reranked.get(t.number, ""),
                 t.user_attrs.get("flops_ratio", ""),
                 t.user_attrs.get("params_ratio", ""),
+                t.user_attrs.get("latency_ratio", ""),
                 f"{seconds:.2f}" if seconds != "" else "",
                 *(channels.get(i, "") for i in ids),
             ]
@@ -196,14 +202,18 @@ def refresh_outputs(
     """Rewrite best_trial.json and trials.csv, and summary.png when ``with_summary`` and
     ``pacer`` (if given) says it is due; returns the best trial. All writes are atomic."""
     rerank = Rerank.of(config)
+    scores = stored_scores(study, rerank) if rerank.top else {}
     best = best_trial(study, config["budget"].get("flops"), rerank)
     if best is not None:
         document = best_trial_document(best, space, pointer, config)
-        score = stored_scores(study, rerank).get(best.number) if rerank.top else None
-        if score is not None:
-            document["score"]["rerank"] = {"accuracy": score, "steps": rerank.steps, "top": rerank.top}
+        if best.number in scores:
+            document["score"]["rerank"] = {
+                "accuracy": scores[best.number],
+                "steps": rerank.steps,
+                "top": rerank.top,
+            }
         write_json(run_dir / BEST_TRIAL, document)
-    write_text(run_dir / TRIALS_CSV, trials_table(study, space))
+    write_text(run_dir / TRIALS_CSV, trials_table(study, space, scores))
     if with_summary and best is not None:
         if pacer is None:
             _write_summary(run_dir / SUMMARY_PNG, study, space, best, config)
