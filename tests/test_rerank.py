@@ -90,6 +90,7 @@ def test_a_reranked_search_names_the_finalist_with_the_best_fine_tuned_top1(
     assert sorted(scores) == sorted(t.number for t in chosen)
     document = json.loads((tmp_path / "run" / "best_trial.json").read_text())
     best = max(chosen, key=lambda t: scores[t.number])
+    assert result.best.number == best.number and result.rerank_accuracy == scores[best.number]
     assert document["study"]["trial"] == best.number
     assert document["score"]["rerank"] == {"accuracy": scores[best.number], "steps": 3, "top": 2}
     with open(tmp_path / "run" / "trials.csv", newline="") as f:
@@ -113,3 +114,18 @@ def test_a_reranked_search_names_the_finalist_with_the_best_fine_tuned_top1(
     assert all(kept[n] == s for n, s in scores.items())
     final = finalists([t for t in again.study.trials if t.state == optuna.trial.TrialState.COMPLETE], 2)
     assert {t.number for t in final} <= set(kept)
+
+
+def test_the_cli_re_ranks_and_refuses_a_bad_count(run_cli, tmp_path, digits_checkpoint, one_thread):
+    base = ["search", "--arch", "resnet20", "--dataset", "digits", "--checkpoint", digits_checkpoint,
+            "--flops", "0.5", "--prior", "uniform", "--trials", "2", "--pruner", "none", "--device", "cpu",
+            "--recal-batches", "1", "--batch-size", "32", "--search-images", "64",
+            "--out", tmp_path / "run"]  # fmt: skip
+    bad = run_cli(*base, "--rerank", "101")
+    assert bad.code == 2 and bad.err.strip().startswith("error:") and "--rerank" in bad.err
+    assert len(bad.err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+    done = run_cli(*base, "--rerank", "1", "--rerank-steps", "2")
+    assert done.code == 0, done.err
+    assert "chosen by the re-rank: top-1" in done.out
+    document = json.loads((tmp_path / "run" / "best_trial.json").read_text())
+    assert document["score"]["rerank"]["steps"] == 2 and document["score"]["rerank"]["top"] == 1

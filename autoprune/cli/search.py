@@ -106,6 +106,8 @@ def _print_result(result) -> None:
         f"best trial #{best.number}: proxy accuracy {best.values[0]:.2%}, "
         f"FLOPs {attrs['flops_ratio']:.3f} / params {attrs['params_ratio']:.3f}{latency} of dense"
     )
+    if result.rerank_accuracy is not None:
+        stdout.print(f"  chosen by the re-rank: top-1 {result.rerank_accuracy:.2%} after a short fine-tune")
     stdout.print(f"outputs in {result.run_dir}/ (best_trial.json, trials.csv, summary.png)")
     stdout.print(f"next: autoprune apply {result.run_dir / 'best_trial.json'} --out pruned.pt")
     stdout.print(f"watch: autoprune dashboard {result.run_dir}")

@@ -29,7 +29,7 @@ from autoprune.search.cap import SurplusTrial, TrialCap, finished_count, is_surp
 from autoprune.search.liveness import fail_dead_trials
 from autoprune.search.objective import PlanObjective
 from autoprune.search.outputs import StudyPointer, SummaryPacer, refresh_outputs, within_budget
-from autoprune.search.rerank import Rerank, rerank_trials
+from autoprune.search.rerank import Rerank, rerank_trials, stored_scores
 from autoprune.search.storage import StudyStorage
 
 
@@ -42,6 +42,8 @@ class SearchResult:
     best: optuna.trial.FrozenTrial | None
     interrupted: bool
     study: optuna.Study | None = None
+    rerank_accuracy: float | None = None
+    """The best trial's fine-tuned top-1 when the study re-ranks its finalists (``--rerank``)."""
 
 
 def _objective(
@@ -140,7 +142,9 @@ def optimize(
         reporter.finish()
         best = refresh_outputs(run_dir, study, space, pointer, documented, with_summary=True)
     interrupted = interrupted or (stop is not None and stop.is_set())
-    return SearchResult(run_dir, study.study_name, opened.shown_url, done, best, interrupted, study)
+    rerank = Rerank.of(stored)
+    reranked = stored_scores(study, rerank).get(best.number) if best is not None and rerank.top else None
+    return SearchResult(run_dir, study.study_name, opened.shown_url, done, best, interrupted, study, reranked)
 
 
 def _rerank(
