@@ -19,7 +19,8 @@ table so that what the plans do not determine stays as measured per layer), wher
 ``layers_kind`` is the table's interpolated time of the plan's layers of that kind.
 Non-negative scales keep the prediction monotone in every width, which the budget projection
 relies on. Kinds with under
-:data:`MIN_SHARE` of the dense network's layer time keep scale 1 (too little signal to fit).
+:data:`MIN_SHARE` of the dense network's layer time keep the table's ``layer_scale`` (too
+little signal to fit).
 """
 
 from __future__ import annotations
@@ -105,11 +106,11 @@ def fit_table(
     measured = _time_plans(table, model, space, channels, rounds)
     share = per_kind[0] / max(per_kind[0].sum(), 1e-12)
     free = [i for i, s in enumerate(share) if s >= MIN_SHARE]
-    fixed = per_kind[:, [i for i in range(len(KINDS)) if i not in free]].sum(axis=1)
+    fixed = table.layer_scale * per_kind[:, [i for i in range(len(KINDS)) if i not in free]].sum(axis=1)
     a = np.hstack([per_kind[:, free], np.ones((len(channels), 1))])
     prior = np.array([table.layer_scale] * len(free) + [table.remainder_ms])
     coef = _anchored_fit(a, measured - fixed, prior)
-    scale = {k: 1.0 for k in KINDS}
+    scale = {k: table.layer_scale for k in KINDS}
     scale.update({KINDS[i]: float(c) for i, c in zip(free, coef[:-1], strict=True)})
     trial = LatencyFit(scale, float(coef[-1]), len(channels))
     before = LatencyModel(space, unfitted).latency_ms(channels)

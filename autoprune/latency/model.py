@@ -102,7 +102,8 @@ class LatencyModel:
         fit = self.table.fit
         if fit is None:
             return self.remainder_ms + self.table.layer_scale * per_kind.sum(axis=1)
-        return fit.remainder_ms + per_kind @ np.array([fit.scale.get(k, 1.0) for k in KINDS])
+        scales = [fit.scale.get(k, self.table.layer_scale) for k in KINDS]
+        return fit.remainder_ms + per_kind @ np.array(scales)
 
     def ratio(self, channels: np.ndarray, removed: np.ndarray | None = None) -> np.ndarray:
         """Predicted latency as a fraction of the dense model's."""
