@@ -134,3 +134,14 @@ def test_a_table_made_with_another_allocator_is_refused(resnet20, monkeypatch):
     monkeypatch.delenv("LD_PRELOAD")
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "33554432")
     assert "MALLOC_MMAP_THRESHOLD_=33554432" in allocator()
+
+
+def test_latency_table_fit_plans_from_the_cli(run_cli, tmp_path):
+    common = ["latency-table", "--arch", "resnet20", "--batch-size", "1", "--threads", "1", "--rounds", "1"]
+    done = run_cli(*common, "--fit-plans", "3", "--out", tmp_path / "lut.json")
+    assert done.code == 0, done.err
+    table = LatencyTable.load(tmp_path / "lut.json")
+    assert table.fit is not None and table.fit.plans == len(table.fit.measured_ms) >= 3
+    assert "fitted to" in done.out
+    bad = run_cli(*common, "--fit-plans", "1", "--out", tmp_path / "bad.json")
+    assert bad.code == 2 and "--fit-plans" in bad.err and not (tmp_path / "bad.json").exists()

@@ -22,8 +22,10 @@ from autoprune.cli.options import arch_option, choice_option, count_option, file
 @count_option("--rounds", 5, "Timing rounds per grid point (minimum kept).")
 @count_option(
     "--fit-plans",
-    8,
-    "Whole pruned networks timed to fit the table (a scale per layer kind and a remainder); 0: no fit.",
+    0,
+    "Also time this many whole pruned networks and fit the table to them (a scale per layer kind "
+    "and a remainder; 8 is a good size); 0: the per-layer table as measured. Measured on this "
+    "CPU the fit did not beat the per-layer table (benchmarks/RESULTS.md, Latency).",
     minimum=0,
 )
 @file_option("--out", required=True, help="Table JSON.")

@@ -18,7 +18,6 @@ from autoprune.checkpoint import load_model
 from autoprune.errors import AutopruneError
 from autoprune.jobs.paths import check_writable_file, removed_on_failure
 from autoprune.latency import (
-    FIT_PLANS,
     ROUNDS,
     LatencyTable,
     allocator,
@@ -47,7 +46,7 @@ def latency_table_job(
     batch_size: int = 1,
     threads: int | None = None,
     rounds: int = ROUNDS,
-    fit_plans: int = FIT_PLANS,
+    fit_plans: int = 0,
     trust_code: bool = False,
 ) -> LatencyTable:
     """Time every prunable layer of ``arch`` (the checkpoint's model, else a fresh one) on
@@ -78,9 +77,7 @@ def latency_table_job(
     return table
 
 
-def fitted(
-    table: LatencyTable, model: torch.nn.Module, num_classes: int, plans: int = FIT_PLANS
-) -> LatencyTable:
+def fitted(table: LatencyTable, model: torch.nn.Module, num_classes: int, plans: int) -> LatencyTable:
     """``table`` fitted to whole networks (:func:`~autoprune.latency.fit_table`) pruned by plans
     of the space a search of this model uses (the table's rounding); ``plans`` 0: as it is."""
     if not plans:
@@ -144,7 +141,6 @@ def search_latency_table(
         reporter.note(f"rebuilding the cached latency table {path}: it had {', '.join(differ)}")
     reporter.note(f"timing the model's layers for a latency table (-> {path})")
     table = build_latency_table(model, input_size, arch=arch, device=device, batch_size=batch_size)
-    table = fitted(table, model, num_classes)
     with removed_on_failure(path):
         table.save(path)
     return table, path
