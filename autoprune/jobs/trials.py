@@ -101,14 +101,11 @@ def optimize(
     """Run trials until the study's cap (or ``limit`` trials of this process, the timeout, a stop)."""
     cap = _trial_cap(study, stop, timeout)
     objective = _objective(stored, source, device, opened.artifacts, run_dir, cap)
-    space, checkpoint = source.space, source.checkpoint
+    space = source.space
     opened.artifacts_dir.mkdir(parents=True, exist_ok=True)
     fail_dead_trials(study)  # trials of workers killed before this process started
     pointer = StudyPointer(study.study_name, opened.shown_url)  # never the password
-    # best_trial.json names the checkpoint as found here, so `autoprune apply` works from anywhere.
-    documented = {**stored, "checkpoint": None if checkpoint is None else str(checkpoint)}
-    if stored.get("latency_table"):
-        documented["latency_table"] = str(named_files(stored, run_dir)["latency_table"])
+    documented = _documented(stored, source, run_dir)
     pacer = SummaryPacer()
     done = 0
     best_value: list[float] = []
@@ -145,6 +142,15 @@ def optimize(
     rerank = Rerank.of(stored)
     reranked = stored_scores(study, rerank).get(best.number) if best is not None and rerank.top else None
     return SearchResult(run_dir, study.study_name, opened.shown_url, done, best, interrupted, study, reranked)
+
+
+def _documented(stored: dict[str, Any], source: ModelSource, run_dir: Path) -> dict[str, Any]:
+    """The config best_trial.json is written from: the checkpoint and latency table as found
+    here (not as stored relative to the run folder), so `autoprune apply` works from anywhere."""
+    documented = {**stored, "checkpoint": None if source.checkpoint is None else str(source.checkpoint)}
+    if stored.get("latency_table"):
+        documented["latency_table"] = str(named_files(stored, run_dir)["latency_table"])
+    return documented
 
 
 def _rerank(
