@@ -4,7 +4,7 @@ See :mod:`autoprune.latency`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +156,6 @@ class LatencyTable:
     fit: LatencyFit | None = None
     """The whole-network fit, when one was measured; it then replaces ``layer_scale`` and
     ``remainder_ms`` in predictions."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     # -- json ---------------------------------------------------------------------
 
