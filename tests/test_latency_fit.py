@@ -6,13 +6,16 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from scipy.optimize import nnls
 
+import autoprune
 from autoprune.budget import project_to_budget
 from autoprune.errors import AutopruneError
-from autoprune.latency import KINDS, LatencyModel, LatencyTable, allocator, fit_table
+from autoprune.latency import KINDS, LatencyModel, LatencyTable, allocator, build_latency_table, fit_table
 from autoprune.latency import fit as fit_module
 from autoprune.latency.fit import MIN_SHARE, fit_plans, nonnegative_least_squares
+from autoprune.latency.measure import OrtModule, Runner
 from autoprune.prior import uniform_preferences
 
 
@@ -145,3 +148,33 @@ def test_latency_table_fit_plans_from_the_cli(run_cli, tmp_path):
     assert "fitted to" in done.out
     bad = run_cli(*common, "--fit-plans", "1", "--out", tmp_path / "bad.json")
     assert bad.code == 2 and "--fit-plans" in bad.err and not (tmp_path / "bad.json").exists()
+
+
+def test_an_onnxruntime_table_times_the_exported_layers():
+    """--runtime onnxruntime: layers and the whole network run through ONNX Runtime (an exported
+    module computes what the torch one does), the table says so and a torch target refuses it."""
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1, bias=False), torch.nn.BatchNorm2d(16))
+    module[1].running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 8, 8, 8)
+    exported = OrtModule(module.eval(), x, threads=1)
+    np.testing.assert_allclose(exported(x.numpy())[0], module(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+    runner = Runner(torch.device("cpu"), 2, 1, "onnxruntime")
+    spec = {"kind": "convkxk", "cin": 8, "cout": 16, "kernel": [3, 3], "stride": [1, 1],
+            "padding": [1, 1], "dilation": [1, 1], "groups": 1, "bias": False, "hw": [8, 8],
+            "bn": True, "act": ["relu"]}  # fmt: skip
+    layer, inputs = runner.build(spec, 8, 12)
+    assert isinstance(layer, OrtModule) and inputs.shape == (2, 8, 8, 8)
+    assert layer(inputs)[0].shape == (2, 12, 8, 8) and runner.time([(layer, inputs)])[0] > 0
+
+    model = autoprune.create_model("resnet20", 10, 32).eval()
+    table = build_latency_table(
+        model, 32, arch="resnet20", batch_size=1, threads=1, rounds=1, max_points=2, runtime="onnxruntime"
+    )
+    assert table.runtime == "onnxruntime" and "onnxruntime" in table.versions and table.dense_ms > 0
+    table.check_target("cpu", runtime="onnxruntime")
+    with pytest.raises(AutopruneError, match="with onnxruntime"):
+        table.check_target("cpu")
+    with pytest.raises(AutopruneError, match="on the CPU"):
+        Runner(torch.device("cuda"), 1, 1, "onnxruntime")

@@ -149,13 +149,17 @@ def build_latency_table(
     torch.set_num_threads(threads)
     try:
         specs, stairs, shapes, dense = _measure_layers(
-            model, input_size, Runner(device, batch_size, rounds), max_points, progress
+            model, input_size, Runner(device, batch_size, rounds, runtime), max_points, progress
         )
     finally:
         torch.set_num_threads(previous_threads)
     layers = [{"name": name, "shape": _spec_key(spec)} for name, spec in specs]
     layer_sum = sum(shapes[e["shape"]].dense_ms for e in layers)
     versions = {"torch": torch.__version__}
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
     if device.type == "cpu":
         versions["allocator"] = allocator()
     if device.type == "cuda":

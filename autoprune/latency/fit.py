@@ -129,7 +129,7 @@ def _time_plans(
 ) -> np.ndarray:
     """Whole-network ms of each plan, timed in turn with the table's device, threads, batch."""
     device = torch.device(table.device)
-    runner = Runner(device, table.batch_size, rounds)
+    runner = Runner(device, table.batch_size, rounds, table.runtime)
     dense = copy.deepcopy(model).cpu().eval()
     nets = [apply_plan(dense, space.plan_from_channels(c), space=space).model for c in channels]
     previous = torch.get_num_threads()

@@ -5,11 +5,13 @@ kernels). See :mod:`autoprune.latency`."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import math
 import os
 import platform
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -110,12 +112,38 @@ def check_runtime(runtime: str) -> None:
     """One-line error unless ``runtime`` is known and installed."""
     if runtime not in RUNTIMES:
         raise AutopruneError(f"unknown --runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
-    if runtime == "onnxruntime":
-        if importlib.util.find_spec("onnxruntime") is None:
-            raise AutopruneError(
-                "--runtime onnxruntime needs the onnxruntime package (pip install onnxruntime)"
+    if runtime == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+        raise AutopruneError("--runtime onnxruntime needs the onnxruntime package (pip install onnxruntime)")
+
+
+class OrtModule:
+    """``module`` exported to ONNX (opset 17, in memory) and run by ONNX Runtime on the CPU with
+    ``threads`` intra-op threads and every graph optimization; called like the module, with the
+    input as a NumPy array."""
+
+    def __init__(self, module: nn.Module, x: torch.Tensor, threads: int) -> None:
+        import onnxruntime as ort
+
+        buffer = io.BytesIO()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, on purpose
+            torch.onnx.export(
+                module,
+                (x,),
+                buffer,
+                input_names=["input"],
+                output_names=["output"],
+                opset_version=17,
+                dynamo=False,
             )
-        raise AutopruneError("--runtime onnxruntime is not implemented yet; use --runtime torch")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {"input": x})
 
 
 # -- layer runner --------------------------------------------------------------------
@@ -132,13 +160,27 @@ _ACT_MODULES: dict[str, Callable[[tuple[float, ...]], nn.Module]] = {
 class Runner:
     """Builds a layer at given widths and times many such layers round-robin on one device."""
 
-    def __init__(self, device: torch.device, batch_size: int, rounds: int) -> None:
+    def __init__(self, device: torch.device, batch_size: int, rounds: int, runtime: str = "torch") -> None:
+        if runtime == "onnxruntime" and device.type != "cpu":
+            raise AutopruneError(f"--runtime onnxruntime times on the CPU, not on {device}")
         self.device = device
         self.batch = batch_size
         self.rounds = rounds
+        self.runtime = runtime
         self.gen = torch.Generator().manual_seed(0)
 
-    def build(self, spec: dict[str, Any], cin: int, cout: int) -> tuple[nn.Module, torch.Tensor]:
+    def _runnable(self, module: nn.Module, x: torch.Tensor) -> tuple[Any, Any]:
+        """What :meth:`time` calls: the module and its input on the device (channels_last on the
+        CPU), or the module exported to ONNX Runtime and a NumPy input."""
+        module, x = module.eval().to(self.device), x.to(self.device)
+        if self.runtime == "onnxruntime":
+            return OrtModule(module, x, torch.get_num_threads()), x.numpy()
+        if self.device.type == "cpu" and x.dim() == 4:
+            module = module.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        return module, x
+
+    def build(self, spec: dict[str, Any], cin: int, cout: int) -> tuple[Any, Any]:
         layers: list[nn.Module] = []
         if spec["kind"] == "linear":
             layers.append(nn.Linear(cin, cout, bias=spec["bias"]))
@@ -164,25 +206,15 @@ class Runner:
             x = torch.randn(self.batch, cin, *spec["hw"], generator=self.gen)
         if spec["act"]:
             layers.append(_ACT_MODULES[spec["act"][0]](tuple(spec["act"][1:])))
-        module = nn.Sequential(*layers).eval().to(self.device)
-        x = x.to(self.device)
-        if self.device.type == "cpu" and x.dim() == 4:
-            module = module.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
-        return module, x
+        return self._runnable(nn.Sequential(*layers), x)
 
-    def whole(self, model: nn.Module, input_size: int) -> tuple[nn.Module, torch.Tensor]:
-        """A whole network and a random input batch, as :meth:`time` takes them (channels_last
-        on the CPU, as the layers are timed)."""
-        x = torch.randn(self.batch, 3, input_size, input_size, generator=self.gen).to(self.device)
-        model = model.to(self.device).eval()
-        if self.device.type == "cpu":
-            model = model.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
-        return model, x
+    def whole(self, model: nn.Module, input_size: int) -> tuple[Any, Any]:
+        """A whole network and a random input batch, as :meth:`time` takes them (prepared as
+        the layers are: channels_last on the CPU, or exported to ONNX Runtime)."""
+        return self._runnable(model, torch.randn(self.batch, 3, input_size, input_size, generator=self.gen))
 
     @torch.inference_mode()
-    def time(self, cases: list[tuple[nn.Module, torch.Tensor]], factor: int = 1) -> list[float]:
+    def time(self, cases: list[tuple[Any, Any]], factor: int = 1) -> list[float]:
         """Minimum ms of each case over ``factor * rounds`` rounds, the cases taken in turn each round."""
         for module, x in cases:
             module(x)
