@@ -12,6 +12,7 @@ from scipy.optimize import nnls
 import autoprune
 from autoprune.budget import project_to_budget
 from autoprune.errors import AutopruneError
+from autoprune.jobs.latency import search_latency_table
 from autoprune.latency import KINDS, LatencyModel, LatencyTable, allocator, build_latency_table, fit_table
 from autoprune.latency import fit as fit_module
 from autoprune.latency.fit import MIN_SHARE, fit_plans, nonnegative_least_squares
@@ -150,7 +151,7 @@ def test_latency_table_fit_plans_from_the_cli(run_cli, tmp_path):
     assert bad.code == 2 and "--fit-plans" in bad.err and not (tmp_path / "bad.json").exists()
 
 
-def test_an_onnxruntime_table_times_the_exported_layers():
+def test_an_onnxruntime_table_times_the_exported_layers(tmp_path):
     """--runtime onnxruntime: layers and the whole network run through ONNX Runtime (an exported
     module computes what the torch one does), the table says so and a torch target refuses it."""
     torch.manual_seed(0)
@@ -176,5 +177,10 @@ def test_an_onnxruntime_table_times_the_exported_layers():
     table.check_target("cpu", runtime="onnxruntime")
     with pytest.raises(AutopruneError, match="with onnxruntime"):
         table.check_target("cpu")
+    path = table.save(tmp_path / "ort.json")  # a search predicts for the runtime its table was timed with
+    given, where = search_latency_table(
+        model, "resnet20", 32, 10, tmp_path, given=path, device=torch.device("cpu"), batch_size=1
+    )
+    assert given.runtime == "onnxruntime" and where == path
     with pytest.raises(AutopruneError, match="on the CPU"):
         Runner(torch.device("cuda"), 1, 1, "onnxruntime")

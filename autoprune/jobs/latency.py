@@ -113,9 +113,11 @@ def search_latency_table(
     reporter: Reporter = SILENT,
 ) -> tuple[LatencyTable, Path]:
     """The table a new study uses and where it lies (module docstring)."""
-    if given is not None:
+    if (
+        given is not None
+    ):  # its runtime is the target's (torch eager or ONNX Runtime); its device must be this one
         table = LatencyTable.load(given)
-        table.check_target(device, force=force)
+        table.check_target(device, table.runtime, force=force)
         return table, Path(given)
     path = run_dir / LATENCY_TABLE
     want = {
