@@ -179,7 +179,7 @@ def test_an_onnxruntime_table_times_the_exported_layers(tmp_path):
         table.check_target("cpu")
     path = table.save(tmp_path / "ort.json")  # a search predicts for the runtime its table was timed with
     given, where = search_latency_table(
-        model, "resnet20", 32, 10, tmp_path, given=path, device=torch.device("cpu"), batch_size=1
+        model, "resnet20", 32, tmp_path, given=path, device=torch.device("cpu"), batch_size=1
     )
     assert given.runtime == "onnxruntime" and where == path
     with pytest.raises(AutopruneError, match="on the CPU"):

@@ -103,7 +103,6 @@ def search_latency_table(
     model: torch.nn.Module,
     arch: str,
     input_size: int,
-    num_classes: int,
     run_dir: Path,
     *,
     given: str | os.PathLike | None,
@@ -113,9 +112,8 @@ def search_latency_table(
     reporter: Reporter = SILENT,
 ) -> tuple[LatencyTable, Path]:
     """The table a new study uses and where it lies (module docstring)."""
-    if (
-        given is not None
-    ):  # its runtime is the target's (torch eager or ONNX Runtime); its device must be this one
+    if given is not None:
+        # its runtime is the target's (torch eager or ONNX Runtime); its device must be this one
         table = LatencyTable.load(given)
         table.check_target(device, table.runtime, force=force)
         return table, Path(given)

@@ -223,7 +223,6 @@ def _latency_table(
         model,
         config.arch,
         meta["input_size"],
-        meta["num_classes"],
         run_dir,
         given=config.latency_table,
         device=resolve_device(config.device),
