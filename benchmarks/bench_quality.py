@@ -106,7 +106,9 @@ def bench_arch(arch: str, scale: fb.Scale, args) -> dict:
             "note": f"checkpoint {bench.dense_acc:.4f}",
         }
     ]
-    _, supernet_s, supernet_path = fb.supernet_for(bench, args.supernet_steps)
+    supernet_s, supernet_path = 0.0, None
+    if args.supernet_steps:  # 0: no supernet, no row (f)
+        _, supernet_s, supernet_path = fb.supernet_for(bench, args.supernet_steps)
     for flops in args.flops:
         rows += budget_rows(bench, flops, args, supernet_path, supernet_s)
     return {"arch": arch, "dense_acc": bench.dense_acc, "dense_macs": bench.dense_macs, "rows": rows}
@@ -163,14 +165,13 @@ def budget_rows(bench, flops: float, args, supernet_path, supernet_s: float) -> 
     ]
     # (e), (f): one search each (seed 0), its best plan fine-tuned with every seed; (h): (e)'s
     # study with its finalists re-ranked by a short fine-tune (the library's --rerank)
-    searches = {
-        f"(e) autoprune search, recal ({args.trials} trials)": ("recal", None, ""),
-        f"(f) autoprune search, supernet ({args.trials} trials)": (
+    searches = {f"(e) autoprune search, recal ({args.trials} trials)": ("recal", None, "")}
+    if supernet_path is not None:
+        searches[f"(f) autoprune search, supernet ({args.trials} trials)"] = (
             "supernet",
             supernet_path,
             f"+ supernet training ({args.supernet_steps} steps) {supernet_s:.0f} s",
-        ),
-    }
+        )
     for row, (proxy, path, note) in searches.items():
         result, seconds = fb.autoprune_search(
             bench, flops, args.trials, seed=0, proxy=proxy, supernet_path=path
@@ -257,7 +258,7 @@ def main() -> None:
     parser.add_argument("--flops", type=float, nargs="+", default=[0.5, 0.25])
     parser.add_argument("--seeds", type=int, nargs="+")
     parser.add_argument("--trials", type=int)
-    parser.add_argument("--supernet-steps", type=int)
+    parser.add_argument("--supernet-steps", type=int, help="0: no supernet row (f)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rerank", type=int, default=5, help="row (h): finalists re-ranked (0: no row)")
     parser.add_argument("--rerank-steps", type=int, default=200)
@@ -267,7 +268,8 @@ def main() -> None:
     args.archs = args.archs or (["resnet20"] if q else ["resnet20", "mobilenetv2"])
     args.seeds = args.seeds or ([0, 1] if q else [0, 1, 2])
     args.trials = args.trials or (20 if q else 60)
-    args.supernet_steps = args.supernet_steps or (300 if q else 1000)
+    if args.supernet_steps is None:
+        args.supernet_steps = 300 if q else 1000
     fb.run_archs(args, bench_arch, lambda result, args, scale: report(result, args), "bench_quality")
 
 
