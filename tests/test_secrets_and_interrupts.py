@@ -77,3 +77,23 @@ def test_ctrl_c_stops_training_at_once_and_writes_nothing(tmp_path) -> None:
     assert not out.exists()
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
     assert sorted(p.name for p in Path(tmp_path).iterdir()) in ([], ["out"])
+
+
+def test_ctrl_c_exits_130_even_when_cleanup_hangs(tmp_path) -> None:
+    """A Ctrl-C whose orderly exit never finishes (here: closing the progress bars blocks forever)
+    still ends the process with 130 and the one line, within the grace period."""
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import threading\n"
+        "import autoprune.cli as cli\n"
+        "@cli.cli.command('interrupt-me')\n"
+        "def interrupt_me():\n"
+        "    raise KeyboardInterrupt\n"
+        "cli.finish_all = lambda: threading.Event().wait()\n"
+        "cli.main(['interrupt-me'])\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=60)
+    assert done.returncode == 130, done.stderr.decode()[-2000:]
+    assert time.monotonic() - started < 30
+    assert done.stderr.decode().strip().splitlines()[-1] == "interrupted"

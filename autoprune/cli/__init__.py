@@ -5,7 +5,9 @@ Each command lives in a module of this package and is registered below.
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 
 import click
 from rich.markup import escape
@@ -50,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     """
     try:
         code = cli.main(args=argv, prog_name="autoprune", standalone_mode=False)
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, click.Abort)):  # click turns Ctrl-C into Abort
+            _exit_within(EXIT_GRACE_S, 130)
         finish_all()
         try:
             raise
@@ -72,6 +76,25 @@ def main(argv: list[str] | None = None) -> None:
             stderr.print("interrupted")
             sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+EXIT_GRACE_S = 5.0
+"""After Ctrl-C, the process exits with 130 within this many seconds even if cleanup hangs."""
+
+
+def _exit_within(seconds: float, code: int) -> None:
+    """Make sure the process ends: a daemon timer that exits hard with ``code`` if the orderly
+    exit (closing progress bars, the interpreter's shutdown) has not finished by then. Every
+    file autoprune writes is written atomically, so a hard exit loses nothing. Seen once in a
+    loaded test run: a Ctrl-C that landed mid-startup left the process waiting forever."""
+
+    def hard_exit() -> None:
+        os.write(2, b"interrupted\n")  # the raw descriptor: a hung print may hold stderr's lock
+        os._exit(code)
+
+    timer = threading.Timer(seconds, hard_exit)
+    timer.daemon = True
+    timer.start()
 
 
 def _error(message: str) -> None:
