@@ -90,7 +90,7 @@ def test_ctrl_c_exits_130_even_when_cleanup_hangs(tmp_path) -> None:
         "def interrupt_me():\n"
         "    raise KeyboardInterrupt\n"
         "cli.finish_all = lambda: threading.Event().wait()\n"
-        "cli.main(['interrupt-me'])\n"
+        "cli.main(['interrupt-me'], process=True)\n"
     )
     started = time.monotonic()
     done = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=60)

@@ -43,17 +43,19 @@ for command in (
     cli.add_command(command)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, process: bool = False) -> None:
     """Entry point: user errors become one line on stderr and exit code 2.
 
     An OSError that reaches here (a full disk, a permission refused while writing) is the
     environment's problem, not a bug: one line too, after the atomic writers have kept
-    every previous file intact. Ctrl-C exits with 130 and one line.
+    every previous file intact. Ctrl-C exits with 130 and one line; with ``process`` (the
+    ``autoprune`` program itself, not a caller in the same process) within
+    :data:`EXIT_GRACE_S` even if the orderly exit hangs.
     """
     try:
         code = cli.main(args=argv, prog_name="autoprune", standalone_mode=False)
     except BaseException as exc:
-        if isinstance(exc, (KeyboardInterrupt, click.Abort)):  # click turns Ctrl-C into Abort
+        if process and isinstance(exc, (KeyboardInterrupt, click.Abort)):  # click: Ctrl-C is Abort
             _exit_within(EXIT_GRACE_S, 130)
         finish_all()
         try:
@@ -95,6 +97,11 @@ def _exit_within(seconds: float, code: int) -> None:
     timer = threading.Timer(seconds, hard_exit)
     timer.daemon = True
     timer.start()
+
+
+def run() -> None:
+    """The process entry point: the ``autoprune`` script and ``python -m autoprune.cli``."""
+    main(process=True)
 
 
 def _error(message: str) -> None:

@@ -1,5 +1,5 @@
 """``python -m autoprune.cli``: the same as the ``autoprune`` command."""
 
-from autoprune.cli import main
+from autoprune.cli import run
 
-main()
+run()
