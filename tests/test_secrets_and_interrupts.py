@@ -63,7 +63,12 @@ def test_ctrl_c_stops_training_at_once_and_writes_nothing(tmp_path) -> None:
     argv = [sys.executable, "-m", "autoprune.cli", "train", "--arch", "resnet20", "--dataset", "digits",
             "--epochs", "500", "--device", "cpu", "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
-    time.sleep(12)  # imports, data, and some batches of the first epoch
+    first = b""  # up to "train ...": training has started, however slow the start-up was
+    while first.decode().splitlines()[-1:] != ["train ..."]:
+        line = proc.stderr.readline()
+        assert line, first + proc.communicate()[1]
+        first += line
+    time.sleep(3)  # some batches of the first epoch
     assert proc.poll() is None, proc.communicate()
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
@@ -71,7 +76,7 @@ def test_ctrl_c_stops_training_at_once_and_writes_nothing(tmp_path) -> None:
     elapsed = time.monotonic() - sent
     assert proc.returncode == 130, stderr
     assert elapsed < 10, f"took {elapsed:.1f} s to stop"
-    text = stderr.decode()
+    text = first.decode() + stderr.decode()
     assert "Traceback" not in text
     assert text.strip().splitlines()[-1] == "interrupted"
     assert not out.exists()

@@ -57,6 +57,8 @@ class RichReporter(Reporter):
             console=self._console,
             transient=False,
         )
+        if not self._console.is_terminal:  # a log file or pipe sees the bars only when they end
+            self._console.print(f"{phase} ...", highlight=False)
         self._progress.start()
         _LIVE.add(self)
         self._task = self._progress.add_task(phase, total=total, info="")
