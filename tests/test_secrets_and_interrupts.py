@@ -56,13 +56,27 @@ def test_no_password_in_any_output(run_cli, postgres_url, digits_checkpoint, tmp
     assert ":***@" in result.storage and not any(s in result.storage for s in secrets)
 
 
+def _as_from_a_shell() -> None:
+    """The child starts with SIGINT unblocked and at its default, as a shell starts a program,
+    whatever an earlier test left in this process (a blocked or ignored signal is inherited)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_training_at_once_and_writes_nothing(tmp_path) -> None:
     """SIGINT to `autoprune train` (a run of many epochs): exit 130 within seconds, one line, no file."""
     out = tmp_path / "out" / "dense.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     argv = [sys.executable, "-m", "autoprune.cli", "train", "--arch", "resnet20", "--dataset", "digits",
             "--epochs", "500", "--device", "cpu", "--out", str(out)]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+        preexec_fn=_as_from_a_shell,
+    )
     first = b""  # up to "train ...": training has started, however slow the start-up was
     while first.decode().splitlines()[-1:] != ["train ..."]:
         line = proc.stderr.readline()
@@ -71,8 +85,13 @@ def test_ctrl_c_stops_training_at_once_and_writes_nothing(tmp_path) -> None:
     time.sleep(3)  # some batches of the first epoch
     assert proc.poll() is None, proc.communicate()
     sent = time.monotonic()
+    signals = [ln for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if ln.startswith("Sig")]
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"no exit 60 s after SIGINT; the child's signal state was {signals}") from None
     elapsed = time.monotonic() - sent
     assert proc.returncode == 130, stderr
     assert elapsed < 10, f"took {elapsed:.1f} s to stop"
