@@ -33,7 +33,7 @@ import warnings
 import numpy as np
 import torch
 from _peers import torch_pruning_at_flops
-from _timing import paired_latency
+from _timing import paired_ratio
 from scipy.stats import spearmanr
 
 import autoprune
@@ -51,16 +51,6 @@ from autoprune.latency import (
 from autoprune.prior import uniform_preferences
 from autoprune.space import PruningSpace
 from autoprune.surgery import apply_plan
-
-
-def paired_ratio(
-    dense: torch.nn.Module, pruned: torch.nn.Module, x: torch.Tensor, rounds: int
-) -> tuple[float, float]:
-    """(ratio of minima, dense min ms) of pruned vs dense, timed alternately, channels_last."""
-    a = dense.eval().to(memory_format=torch.channels_last)
-    b = pruned.eval().to(memory_format=torch.channels_last)
-    ta, tb = paired_latency(a, b, x.contiguous(memory_format=torch.channels_last), rounds)
-    return min(tb) / min(ta), min(ta) * 1e3
 
 
 def old_rounding(space: PruningSpace) -> dict[str, int]:

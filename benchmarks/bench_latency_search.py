@@ -24,7 +24,7 @@ import shutil
 import time
 
 import torch
-from _timing import paired_latency
+from _timing import paired_ratio
 from fmnist_bench import CACHE
 
 from autoprune.budget import project_to_budget
@@ -41,14 +41,6 @@ from autoprune.surgery import apply_plan
 
 BATCH = 32
 FLOPS = 0.67
-
-
-def measured_ratio(dense: torch.nn.Module, pruned: torch.nn.Module, rounds: int) -> float:
-    x = torch.randn(BATCH, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    a = dense.eval().to(memory_format=torch.channels_last)
-    b = pruned.eval().to(memory_format=torch.channels_last)
-    ta, tb = paired_latency(a, b, x, rounds)
-    return min(tb) / min(ta)
 
 
 def searched(arch: str, checkpoint, table_path, trials: int, **budget):
@@ -89,7 +81,7 @@ def bench_arch(arch: str, args) -> list[dict]:
             "row": label,
             "flops": float(cost.flops(channels)[0] / cost.dense_flops),
             "predicted": float(lm.ratio(channels)[0]),
-            "measured": measured_ratio(model, pruned, args.rounds),
+            "measured": paired_ratio(model, pruned, torch.randn(BATCH, 3, 32, 32), args.rounds)[0],
             "proxy": proxy.score(plan).accuracy,
             "seconds": seconds,
         }
